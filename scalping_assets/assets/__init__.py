@@ -1,0 +1,1 @@
+"""Thin Dagster wiring of the domain packages, one module per stage."""

@@ -1,0 +1,61 @@
+"""The `ticks` asset: one Parquet file per (UTC day, symbol)."""
+
+
+import base64
+from datetime import date
+from typing import Literal
+
+import dagster as dg
+import pandas as pd
+
+from scalping_assets.market.summary import price_plot_png, tick_summary
+from scalping_assets.partitions import TICK_PARTITIONS
+from scalping_assets.resources import SimulatorResource, TickStoreResource
+
+
+class TicksConfig(dg.Config):
+    source: Literal["simulator"] = "simulator"
+
+
+def partition_day_symbol(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[date, str]:
+    keys = context.partition_key.keys_by_dimension
+    return date.fromisoformat(keys["date"]), keys["symbol"]
+
+
+def _metadata(ticks: pd.DataFrame, path: str, title: str) -> dict[str, dg.MetadataValue]:
+    summary = tick_summary(ticks)
+    png = base64.b64encode(price_plot_png(ticks, title)).decode()
+    preview = pd.concat([ticks.head(5), ticks.tail(5)])
+    return {
+        "rows": dg.MetadataValue.int(summary["rows"]),
+        "first_epoch": dg.MetadataValue.int(summary["first_epoch"]),
+        "last_epoch": dg.MetadataValue.int(summary["last_epoch"]),
+        "first_time": dg.MetadataValue.text(summary["first_time"]),
+        "last_time": dg.MetadataValue.text(summary["last_time"]),
+        "quote_range": dg.MetadataValue.text(f"{summary['min_quote']} - {summary['max_quote']}"),
+        "path": dg.MetadataValue.path(path),
+        "preview": dg.MetadataValue.table(
+            records=[dg.TableRecord({"epoch": int(e), "quote": float(q)}) for e, q in zip(preview["epoch"], preview["quote"])],
+            schema=dg.TableSchema(columns=[dg.TableColumn("epoch", "int"), dg.TableColumn("quote", "float")]),
+        ),
+        "price_plot": dg.MetadataValue.md(f"![price](data:image/png;base64,{png})"),
+    }
+
+
+@dg.asset(
+    partitions_def=TICK_PARTITIONS,
+    group_name="market",
+    kinds={"parquet"},
+    description="Ticks of one symbol for one UTC day (epoch, quote, symbol, bid, ask), atomically written.",
+)
+def ticks(
+    context: dg.AssetExecutionContext,
+    config: TicksConfig,
+    tick_store: TickStoreResource,
+    simulator: SimulatorResource,
+) -> dg.MaterializeResult:
+    day, symbol = partition_day_symbol(context)
+    frame = simulator.day(symbol, day)
+    path = tick_store.store().write_day(symbol, day, frame)
+    context.log.info(f"{symbol} {day}: {len(frame)} ticks from the {config.source} written to {path}")
+    return dg.MaterializeResult(metadata=_metadata(frame, str(path), f"{symbol} {day} ({config.source})"))

@@ -1,0 +1,1 @@
+"""Market data: symbol catalog, simulator, tick store (plain Python, no Dagster imports)."""

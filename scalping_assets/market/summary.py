@@ -1,0 +1,51 @@
+"""Human-readable summaries of a day of ticks: key figures and a price plot."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+MAX_PLOT_POINTS = 3_000
+
+
+def tick_summary(ticks: pd.DataFrame) -> dict[str, float | int | str]:
+    if ticks.empty:
+        return {"rows": 0}
+    quotes = ticks["quote"]
+    first, last = int(ticks["epoch"].iloc[0]), int(ticks["epoch"].iloc[-1])
+    return {
+        "rows": len(ticks),
+        "first_epoch": first,
+        "last_epoch": last,
+        "first_time": datetime.fromtimestamp(first, UTC).isoformat(),
+        "last_time": datetime.fromtimestamp(last, UTC).isoformat(),
+        "first_quote": float(quotes.iloc[0]),
+        "last_quote": float(quotes.iloc[-1]),
+        "min_quote": float(quotes.min()),
+        "max_quote": float(quotes.max()),
+    }
+
+
+def price_plot_png(ticks: pd.DataFrame, title: str) -> bytes:
+    stride = max(1, len(ticks) // MAX_PLOT_POINTS)
+    sample = ticks.iloc[::stride]
+    times = pd.to_datetime(sample["epoch"], unit="s", utc=True)
+    fig, ax = plt.subplots(figsize=(7, 2.6), dpi=90)
+    try:
+        ax.plot(times, sample["quote"], linewidth=0.7)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("quote")
+        ax.grid(alpha=0.3)
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()

@@ -1,0 +1,25 @@
+"""Schedules: materialize the day that just ended for every simulated symbol."""
+
+
+import dagster as dg
+
+from scalping_assets.market.symbols import simulated_symbols
+from scalping_assets.partitions import DAILY, tick_partition
+
+ticks_job = dg.define_asset_job(
+    "ticks_job",
+    selection=dg.AssetSelection.assets("ticks"),
+    description="Materialize and check one (day, symbol) partition of ticks.",
+)
+
+
+@dg.schedule(job=ticks_job, cron_schedule="15 0 * * *", execution_timezone="UTC")
+def daily_ticks_schedule(context: dg.ScheduleEvaluationContext):
+    """Shortly after 00:00 UTC, one run per simulated symbol for the day that just ended."""
+    day = DAILY.get_last_partition_key(current_time=context.scheduled_execution_time)
+    if day is None:
+        return dg.SkipReason("no complete day since the partitions start")
+    return [
+        dg.RunRequest(run_key=f"ticks:{day}:{symbol}", partition_key=tick_partition(day, symbol))
+        for symbol in simulated_symbols()
+    ]
