@@ -15,6 +15,14 @@ from dagster._serdes import ConfigurableClass
 from dagster_postgres import DagsterPostgresStorage
 
 
+def psycopg2_url(url: str) -> str:
+    """Pin the driver dagster-postgres is built on: SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme in ("postgres", "postgresql"):
+        return f"postgresql+psycopg2://{rest}"
+    return url
+
+
 class EnvSelectedStorage(DagsterStorage, ConfigurableClass):
     """Never instantiated itself: `from_config_value` returns the Postgres or SQLite storage."""
 
@@ -30,6 +38,6 @@ class EnvSelectedStorage(DagsterStorage, ConfigurableClass):
     def from_config_value(cls, inst_data, config_value) -> DagsterStorage:
         url = os.environ.get(config_value["postgres_url_env"], "").strip()
         if url:
-            return DagsterPostgresStorage(url, inst_data=inst_data)
+            return DagsterPostgresStorage(psycopg2_url(url), inst_data=inst_data)
         base_dir = config_value.get("sqlite_base_dir") or os.path.join(os.environ["DAGSTER_HOME"], "storage")
         return DagsterSqliteStorage.from_local(base_dir, inst_data=inst_data)

@@ -87,8 +87,8 @@ class TickStore:
 
     def write_day(self, symbol: str, day: date, ticks: pd.DataFrame) -> Path:
         """Atomically replace the partition (symbol, day) with `ticks`; returns its path."""
-        table = self._to_table(symbol, day, ticks)
         target = self.path(symbol, day)
+        table = self._to_table(symbol, day, ticks)
         target.parent.mkdir(parents=True, exist_ok=True)
         for stale in target.parent.glob(f"{_TMP_PREFIX}{target.name}.*.tmp"):
             stale.unlink(missing_ok=True)

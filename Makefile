@@ -1,0 +1,31 @@
+# Everything runs from the project's own virtual environment, created on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME := $(CURDIR)
+
+.PHONY: demo test bench dev symbols clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(BIN)/.installed  ## simulated ticks for a few symbols and days, materialized and checked
+	$(BIN)/scalping demo
+
+test: $(BIN)/.installed  ## the whole test suite
+	$(BIN)/pytest -q
+
+bench: $(BIN)/.installed  ## benchmark tables
+	$(BIN)/python benchmarks/bench_simulator.py
+
+dev: $(BIN)/.installed  ## Dagster UI on http://127.0.0.1:3000
+	$(BIN)/dagster dev -w workspace.yaml
+
+symbols: $(BIN)/.installed
+	$(BIN)/scalping symbols
+
+clean:  ## local data and Dagster runs (keeps the environment)
+	rm -rf data storage history schedules logs .logs_queue .nux .telemetry

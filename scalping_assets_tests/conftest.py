@@ -1,0 +1,43 @@
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from scalping_assets.market.store import TickStore
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("SCALPING_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def service_unavailable(reason: str) -> None:
+    """Skip when a server is absent, except in CI (SCALPING_REQUIRE_SERVICES=1), where it fails."""
+    if os.environ.get("SCALPING_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"required service unavailable: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def store(tmp_path) -> TickStore:
+    return TickStore(tmp_path / "ticks")
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty PostgreSQL database, dropped afterwards."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        admin = psycopg2.connect(PG_ADMIN_URL, connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        service_unavailable(f"PostgreSQL at {PG_ADMIN_URL}: {exc}")
+    admin.autocommit = True
+    name = f"scalping_test_{uuid.uuid4().hex[:12]}"
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
