@@ -117,5 +117,5 @@ def test_unsimulated_symbol_fails_with_a_clear_message(tmp_path):
 @pytest.mark.parametrize("bad", ["2025-12-31|R_10", "2026-01-02|NOPE"])
 def test_out_of_range_partitions_are_refused(bad, tmp_path):
     day, symbol = bad.split("|")
-    with pytest.raises(dg.DagsterUnknownPartitionError):
-        dg.materialize([ticks], partition_key=tick_partition(day, symbol), resources=build_resources(str(tmp_path)))
+    with dg.instance_for_test() as instance, pytest.raises(dg.DagsterUnknownPartitionError):
+        dg.materialize([ticks], partition_key=tick_partition(day, symbol), resources=build_resources(str(tmp_path)), instance=instance)
