@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: demo test bench dev symbols clean
+.PHONY: demo test lint bench dev symbols clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,12 @@ $(BIN)/.installed: pyproject.toml
 demo: $(BIN)/.installed  ## simulated ticks for a few symbols and days, materialized and checked
 	$(BIN)/scalping demo
 
-test: $(BIN)/.installed  ## the whole test suite
+test: lint  ## lint, then the whole test suite
 	$(BIN)/pytest -q
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 bench: $(BIN)/.installed  ## benchmark tables
 	$(BIN)/python benchmarks/bench_simulator.py

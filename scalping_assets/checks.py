@@ -1,6 +1,5 @@
 """Partitioned asset checks of the stored ticks (the rules live in market.quality)."""
 
-
 import warnings
 
 import dagster as dg

@@ -9,8 +9,8 @@ from datetime import date, timedelta
 import dagster as dg
 
 from scalping_assets.market.simulator import DEFAULT_ORIGIN
-from scalping_assets.market.symbols import UnknownSymbolError, catalog, get_symbol
 from scalping_assets.market.summary import tick_summary
+from scalping_assets.market.symbols import UnknownSymbolError, catalog, get_symbol
 from scalping_assets.partitions import tick_partition
 
 DEMO_SYMBOLS = "R_100,1HZ50V,CRASH1000,BOOM500,JD25,stpRNG,RDBULL,SIG_AR1"
@@ -65,13 +65,17 @@ def demo(args: argparse.Namespace) -> int:
     print(f"\n{'date':<10}  {'symbol':<10} {'ticks':>7} {'first':>12} {'last':>12} {'min':>12} {'max':>12}  checks")
     for day, symbol, s, passed, failed in rows:
         if s["rows"]:
-            print(f"{day}  {symbol:<10} {s['rows']:>7} {s['first_quote']:>12} {s['last_quote']:>12} "
-                  f"{s['min_quote']:>12} {s['max_quote']:>12}  {passed}" + (f" failed: {failed}" if failed else ""))
+            print(
+                f"{day}  {symbol:<10} {s['rows']:>7} {s['first_quote']:>12} {s['last_quote']:>12} "
+                f"{s['min_quote']:>12} {s['max_quote']:>12}  {passed}" + (f" failed: {failed}" if failed else "")
+            )
         else:
             print(f"{day}  {symbol:<10} materialization failed")
     n_ticks = sum(r[2]["rows"] for r in rows)
-    print(f"\n{n_ticks:,} ticks in {total} partitions under {store.root} in {elapsed:.1f}s; "
-          f"{'all checks passed' if not failures else f'{failures} failure(s)'}.")
+    print(
+        f"\n{n_ticks:,} ticks in {total} partitions under {store.root} in {elapsed:.1f}s; "
+        f"{'all checks passed' if not failures else f'{failures} failure(s)'}."
+    )
     print("Browse them: DAGSTER_HOME=$PWD .venv/bin/dagster dev -w workspace.yaml")
     return 1 if failures else 0
 
@@ -79,8 +83,10 @@ def demo(args: argparse.Namespace) -> int:
 def symbols(args: argparse.Namespace) -> int:
     print(f"{'symbol':<10} {'family':<12} {'pip':>7} {'tick s':>6}  {'simulated':<9} display name")
     for name, spec in catalog().items():
-        print(f"{name:<10} {spec.family.value:<12} {spec.pip_size:>7} {spec.tick_interval_s or '-':>6}  "
-              f"{'yes' if spec.simulated else 'no':<9} {spec.display_name}")
+        print(
+            f"{name:<10} {spec.family.value:<12} {spec.pip_size:>7} {spec.tick_interval_s or '-':>6}  "
+            f"{'yes' if spec.simulated else 'no':<9} {spec.display_name}"
+        )
     return 0
 
 

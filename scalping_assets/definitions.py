@@ -1,6 +1,5 @@
 """The Dagster code location: assets, checks, jobs, schedules and resources."""
 
-
 import os
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """Dagster resources: thin configurable handles on the domain objects."""
 
-
 from datetime import date
 
 import dagster as dg

@@ -1,6 +1,5 @@
 """Schedules: materialize the day that just ended for every simulated symbol."""
 
-
 from datetime import UTC, timedelta
 
 import dagster as dg

@@ -26,7 +26,10 @@ def test_demo_materializes_checks_and_summarises(tmp_path):
     assert "[4/4] stpRNG 2026-02-02: ok" in done.stdout
     assert "2026-02-01  R_10         43200" in done.stdout
     assert "259,200 ticks in 4 partitions" in done.stdout and "all checks passed" in done.stdout
-    assert sorted(p.name for p in (tmp_path / "out" / "ticks" / "stpRNG").iterdir()) == ["2026-02-01.parquet", "2026-02-02.parquet"]
+    assert sorted(p.name for p in (tmp_path / "out" / "ticks" / "stpRNG").iterdir()) == [
+        "2026-02-01.parquet",
+        "2026-02-02.parquet",
+    ]
     assert (tmp_path / "home" / "storage" / "history" / "runs.db").exists()  # the runs are there for the UI
 
 

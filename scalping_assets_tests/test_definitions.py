@@ -41,7 +41,11 @@ def test_code_location_loads_as_dagster_dev_would(tmp_path):
     env.pop("DAGSTER_PG_URL", None)
     done = subprocess.run(
         [os.path.join(os.path.dirname(sys.executable), "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "All code locations passed validation" in done.stdout + done.stderr
@@ -50,13 +54,21 @@ def test_code_location_loads_as_dagster_dev_would(tmp_path):
 def test_schedule_requests_the_day_that_just_ended_for_every_simulated_symbol():
     schedule = defs.resolve_schedule_def("daily_ticks_schedule")
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(), scheduled_execution_time=datetime(2026, 3, 5, 0, 15, tzinfo=UTC))
+        context = dg.build_schedule_context(
+            instance=instance,
+            repository_def=defs.get_repository_def(),
+            scheduled_execution_time=datetime(2026, 3, 5, 0, 15, tzinfo=UTC),
+        )
         requests = schedule.evaluate_tick(context).run_requests
     assert {r.partition_key.keys_by_dimension["symbol"] for r in requests} == set(simulated_symbols())
     assert {r.partition_key.keys_by_dimension["date"] for r in requests} == {"2026-03-04"}
     assert len({r.run_key for r in requests}) == len(requests)
     with dg.instance_for_test() as instance:
-        before_start = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(), scheduled_execution_time=datetime(2026, 1, 1, 0, 15, tzinfo=UTC))
+        before_start = dg.build_schedule_context(
+            instance=instance,
+            repository_def=defs.get_repository_def(),
+            scheduled_execution_time=datetime(2026, 1, 1, 0, 15, tzinfo=UTC),
+        )
         assert schedule.evaluate_tick(before_start).skip_message
 
 
@@ -94,8 +106,12 @@ def test_broken_ticks_fail_their_checks_and_block_the_run(tmp_path):
     resources = {**build_resources(str(tmp_path)), "simulator": DuplicatingSimulator()}
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [ticks, tick_checks], partition_key=tick_partition("2026-01-02", "R_25"),
-            resources=resources, instance=instance, run_config=QUIET, raise_on_error=False,
+            [ticks, tick_checks],
+            partition_key=tick_partition("2026-01-02", "R_25"),
+            resources=resources,
+            instance=instance,
+            run_config=QUIET,
+            raise_on_error=False,
         )
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert not checks["no_duplicate_epochs"].passed and not checks["epochs_strictly_increasing"].passed
@@ -106,8 +122,12 @@ def test_broken_ticks_fail_their_checks_and_block_the_run(tmp_path):
 def test_unsimulated_symbol_fails_with_a_clear_message(tmp_path):
     with dg.instance_for_test() as instance:
         result = dg.materialize(
-            [ticks], partition_key=tick_partition("2026-01-02", "RB100"), resources=build_resources(str(tmp_path)),
-            instance=instance, run_config=QUIET, raise_on_error=False,
+            [ticks],
+            partition_key=tick_partition("2026-01-02", "RB100"),
+            resources=build_resources(str(tmp_path)),
+            instance=instance,
+            run_config=QUIET,
+            raise_on_error=False,
         )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
@@ -118,4 +138,6 @@ def test_unsimulated_symbol_fails_with_a_clear_message(tmp_path):
 def test_out_of_range_partitions_are_refused(bad, tmp_path):
     day, symbol = bad.split("|")
     with dg.instance_for_test() as instance, pytest.raises(dg.DagsterUnknownPartitionError):
-        dg.materialize([ticks], partition_key=tick_partition(day, symbol), resources=build_resources(str(tmp_path)), instance=instance)
+        dg.materialize(
+            [ticks], partition_key=tick_partition(day, symbol), resources=build_resources(str(tmp_path)), instance=instance
+        )

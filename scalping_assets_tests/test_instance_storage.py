@@ -50,12 +50,16 @@ def test_materialization_against_postgres(dagster_home, tmp_path, pg_url, monkey
         assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
         result = _materialize(instance, str(tmp_path / "data"))
         assert result.success
-        assert instance.get_latest_materialization_event(dg.AssetKey("ticks")).asset_materialization.partition == "2026-01-02|JD50"
+        assert (
+            instance.get_latest_materialization_event(dg.AssetKey("ticks")).asset_materialization.partition == "2026-01-02|JD50"
+        )
     # Read back from the database itself, not through Dagster.
     with psycopg2.connect(pg_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT status FROM runs WHERE run_id = %s", (result.run_id,))
         assert cur.fetchone() == ("SUCCESS",)
-        cur.execute("SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'", (result.run_id,))
+        cur.execute(
+            "SELECT count(*) FROM event_logs WHERE run_id = %s AND dagster_event_type = 'ASSET_MATERIALIZATION'", (result.run_id,)
+        )
         assert cur.fetchone() == (1,)
         cur.execute("SELECT check_name, execution_status FROM asset_check_executions WHERE run_id = %s", (result.run_id,))
         assert dict(cur.fetchall()) == {name: "SUCCEEDED" for name in TICK_CHECKS}

@@ -60,8 +60,16 @@ def test_off_grid_and_non_finite_quotes_fail():
 
 @pytest.mark.parametrize(
     ("data_of", "labelled"),
-    [("R_10", "R_100"), ("1HZ100V", "R_100"), ("CRASH1000", "BOOM1000"), ("CRASH300", "CRASH1000"),
-     ("JD200", "JD50"), ("R_100", "stpRNG"), ("R_100", "SIG_AR1"), ("RDBULL", "R_10")],
+    [
+        ("R_10", "R_100"),
+        ("1HZ100V", "R_100"),
+        ("CRASH1000", "BOOM1000"),
+        ("CRASH300", "CRASH1000"),
+        ("JD200", "JD50"),
+        ("R_100", "stpRNG"),
+        ("R_100", "SIG_AR1"),
+        ("RDBULL", "R_10"),
+    ],
 )
 def test_data_of_the_wrong_symbol_is_implausible(data_of, labelled):
     outcome = run("return_distribution_plausible", day_of(data_of), labelled)

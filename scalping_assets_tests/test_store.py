@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from scalping_assets.market.simulator import TickSimulator, day_start_epoch
-from scalping_assets.market.store import TICK_SCHEMA, TickStore, TickStoreError
+from scalping_assets.market.store import TICK_SCHEMA, TickStoreError
 
 DAY = date(2026, 1, 2)
 
@@ -36,7 +36,9 @@ def test_round_trip_keeps_schema_and_values(store, three_days):
 
 def test_bid_ask_are_kept_when_present(store):
     epochs = day_start_epoch(DAY) + np.arange(3)
-    frame = pd.DataFrame({"epoch": epochs, "quote": [218.0926, 218.1, 218.2], "bid": [218.0826, 218.09, 218.19], "ask": [218.1026, 218.11, 218.21]})
+    frame = pd.DataFrame(
+        {"epoch": epochs, "quote": [218.0926, 218.1, 218.2], "bid": [218.0826, 218.09, 218.19], "ask": [218.1026, 218.11, 218.21]}
+    )
     store.write_day("R_50", DAY, frame)
     back = store.read_day("R_50", DAY)
     assert back["bid"].tolist() == [218.0826, 218.09, 218.19] and back["ask"].tolist() == [218.1026, 218.11, 218.21]

@@ -1,6 +1,5 @@
 """The `ticks` asset: one Parquet file per (UTC day, symbol)."""
 
-
 import base64
 from datetime import date
 from typing import Literal
@@ -35,7 +34,7 @@ def _metadata(ticks: pd.DataFrame, path: str, title: str) -> dict[str, dg.Metada
         "quote_range": dg.MetadataValue.text(f"{summary['min_quote']} - {summary['max_quote']}"),
         "path": dg.MetadataValue.path(path),
         "preview": dg.MetadataValue.table(
-            records=[dg.TableRecord({"epoch": int(e), "quote": float(q)}) for e, q in zip(preview["epoch"], preview["quote"])],
+            records=[dg.TableRecord({"epoch": int(row.epoch), "quote": float(row.quote)}) for row in preview.itertuples()],
             schema=dg.TableSchema(columns=[dg.TableColumn("epoch", "int"), dg.TableColumn("quote", "float")]),
         ),
         "price_plot": dg.MetadataValue.md(f"![price](data:image/png;base64,{png})"),

@@ -30,7 +30,9 @@ def epochs_strictly_increasing(ticks: pd.DataFrame, spec: SymbolSpec) -> CheckOu
     bad = np.flatnonzero(steps <= 0)
     if bad.size:
         i = int(bad[0]) + 1
-        return CheckOutcome(False, f"{bad.size} non-increasing step(s); first at row {i}", {"non_increasing_steps": int(bad.size), "first_row": i})
+        return CheckOutcome(
+            False, f"{bad.size} non-increasing step(s); first at row {i}", {"non_increasing_steps": int(bad.size), "first_row": i}
+        )
     return CheckOutcome(True, "every epoch is later than the one before", {"non_increasing_steps": 0})
 
 
@@ -72,7 +74,9 @@ def quotes_on_pip_grid(ticks: pd.DataFrame, spec: SymbolSpec) -> CheckOutcome:
     off = np.isfinite(units) & (np.abs(units - np.round(units)) > 1e-5)
     if off.any():
         first = float(ticks["quote"].to_numpy()[off][0])
-        return CheckOutcome(False, f"{int(off.sum())} quote(s) off the {spec.pip_size} pip grid; first {first!r}", {"off_grid": int(off.sum())})
+        return CheckOutcome(
+            False, f"{int(off.sum())} quote(s) off the {spec.pip_size} pip grid; first {first!r}", {"off_grid": int(off.sum())}
+        )
     return CheckOutcome(True, f"all quotes are multiples of {spec.pip_size}", {"off_grid": 0})
 
 
@@ -123,8 +127,11 @@ def return_distribution_plausible(ticks: pd.DataFrame, spec: SymbolSpec) -> Chec
         rho = float(np.corrcoef(log_returns[:-1], log_returns[1:])[0, 1])
         z = (rho - g.phi) * math.sqrt(len(log_returns)) / (1 - g.phi**2)
         passed = outcome.passed and abs(z) < MAX_Z
-        return CheckOutcome(passed, f"{outcome.description}; lag-1 autocorrelation {rho:.3f} vs phi {g.phi}",
-                            {**outcome.metadata, "autocorrelation": rho, "autocorrelation_z": z})
+        return CheckOutcome(
+            passed,
+            f"{outcome.description}; lag-1 autocorrelation {rho:.3f} vs phi {g.phi}",
+            {**outcome.metadata, "autocorrelation": rho, "autocorrelation_z": z},
+        )
     if isinstance(g, CrashBoomGenerator):
         event_sign = -1 if g.event == "down" else 1
         events = int(np.sum(np.sign(log_returns) == event_sign))
@@ -134,12 +141,21 @@ def return_distribution_plausible(ticks: pd.DataFrame, spec: SymbolSpec) -> Chec
         quiet_coef = g.mut if g.event == "down" else g.mdt
         expected_quiet = abs(quiet_coef) * sd
         observed_quiet = float(np.mean(np.abs(quiet)))
-        metadata = {"events": events, "expected_events": len(log_returns) / g.mean_event_gap, "event_rate_z": z,
-                    "quiet_move_mean": observed_quiet, "quiet_move_expected": expected_quiet}
+        metadata = {
+            "events": events,
+            "expected_events": len(log_returns) / g.mean_event_gap,
+            "event_rate_z": z,
+            "quiet_move_mean": observed_quiet,
+            "quiet_move_expected": expected_quiet,
+        }
         size_ok = STDEV_RATIO_BAND[0] <= observed_quiet / expected_quiet <= STDEV_RATIO_BAND[1]
         passed = abs(z) < MAX_Z and size_ok
-        return CheckOutcome(passed, f"{events} events ({z:+.1f} sd from 1/{g.mean_event_gap}); mean quiet move "
-                            f"{observed_quiet / expected_quiet:.2f}x expected", metadata)
+        return CheckOutcome(
+            passed,
+            f"{events} events ({z:+.1f} sd from 1/{g.mean_event_gap}); mean quiet move "
+            f"{observed_quiet / expected_quiet:.2f}x expected",
+            metadata,
+        )
     raise TypeError(f"no plausibility rule for {type(g).__name__}")
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -118,9 +118,7 @@ class TickStore:
         expected = {f.name: f.type for f in TICK_SCHEMA}
         actual = {f.name: f.type for f in schema}
         if any(actual.get(name) != typ for name, typ in expected.items()):
-            raise TickStoreError(
-                f"{path}: foreign Parquet file; expected columns {expected}, found {actual}"
-            )
+            raise TickStoreError(f"{path}: foreign Parquet file; expected columns {expected}, found {actual}")
         try:
             return pq.read_table(path, columns=columns)
         except (pa.ArrowException, OSError) as exc:
@@ -131,9 +129,6 @@ class TickStore:
         if not path.exists():
             raise FileNotFoundError(f"no ticks stored for {symbol} on {day} (expected {path})")
         return self._read_file(path).to_pandas()
-
-    def has_day(self, symbol: str, day: date) -> bool:
-        return self.path(symbol, day).exists()
 
     def days(self, symbol: str) -> list[date]:
         folder = self.root / symbol
@@ -183,7 +178,3 @@ class TickStore:
             return None
         epochs = self._read_file(self.path(symbol, days[-1]), columns=["epoch"]).column("epoch")
         return int(pc.max(epochs).as_py()) if len(epochs) else None
-
-
-def day_range(first: date, last: date) -> list[date]:
-    return [first + timedelta(days=i) for i in range((last - first).days + 1)]

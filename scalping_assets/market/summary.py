@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 MAX_PLOT_POINTS = 3_000
@@ -33,12 +34,15 @@ def tick_summary(ticks: pd.DataFrame) -> dict[str, float | int | str]:
 
 
 def price_plot_png(ticks: pd.DataFrame, title: str) -> bytes:
-    stride = max(1, len(ticks) // MAX_PLOT_POINTS)
-    sample = ticks.iloc[::stride]
-    times = pd.to_datetime(sample["epoch"], unit="s", utc=True)
+    # Buckets keep each stretch's low and high, so spikes and crashes survive the downsampling.
+    bucket = np.arange(len(ticks)) // max(1, -(-len(ticks) // MAX_PLOT_POINTS))
+    grouped = ticks.groupby(bucket)
+    quotes = grouped["quote"]
+    times = pd.to_datetime(grouped["epoch"].first(), unit="s", utc=True)
     fig, ax = plt.subplots(figsize=(7, 2.6), dpi=90)
     try:
-        ax.plot(times, sample["quote"], linewidth=0.7)
+        ax.fill_between(times, quotes.min(), quotes.max(), alpha=0.35, linewidth=0, label="low-high")
+        ax.plot(times, quotes.last(), linewidth=0.7, label="last")
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("quote")
         ax.grid(alpha=0.3)

@@ -98,9 +98,7 @@ class SymbolSpec(_Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> SymbolSpec:
         if not math.isclose(self.pip_size, 10.0**-self.pip_decimals):
-            raise ValueError(
-                f"{self.symbol}: pip_size {self.pip_size} does not match pip_decimals {self.pip_decimals}"
-            )
+            raise ValueError(f"{self.symbol}: pip_size {self.pip_size} does not match pip_decimals {self.pip_decimals}")
         if self.generator is not None and (self.tick_interval_s is None or self.initial_quote is None):
             raise ValueError(f"{self.symbol}: a simulated symbol needs tick_interval_s and initial_quote")
         return self
