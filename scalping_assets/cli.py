@@ -1,14 +1,20 @@
 """`scalping` command line: the end-to-end demo on embedded defaults, and the symbol catalog."""
 
 import argparse
+import asyncio
+import logging
 import os
+import signal
 import sys
 import time
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
+from scalping_assets.market.collector import CollectorOptions, TickCollector
+from scalping_assets.market.deriv_client import DerivAPIError, deriv_url
 from scalping_assets.market.simulator import DEFAULT_ORIGIN
+from scalping_assets.market.store import TickStore
 from scalping_assets.market.summary import tick_summary
 from scalping_assets.market.symbols import UnknownSymbolError, catalog, get_symbol
 from scalping_assets.partitions import tick_partition
@@ -80,6 +86,61 @@ def demo(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _epoch(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text)
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
+
+
+def collect(args: argparse.Namespace) -> int:
+    names = [s.strip() for s in args.symbols.split(",") if s.strip()]
+    for name in names:
+        get_symbol(name)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    options = CollectorOptions(flush_interval_s=args.flush_interval, silence_timeout_s=args.silence_timeout)
+    store = TickStore(os.path.join(args.data_dir, "ticks"))
+    collector = TickCollector(deriv_url(args.url), names, store, since=_epoch(args.since), options=options)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if args.duration:
+            loop.call_later(args.duration, stop.set)
+
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(args.progress_interval)
+                s = collector.stats
+                print(
+                    f"live {s.live:,}  backfilled {s.backfilled:,}  stored {s.stored:,}  duplicates dropped "
+                    f"{s.duplicates:,}  reconnects {s.reconnects}",
+                    flush=True,
+                )
+
+        reporter = asyncio.create_task(report())
+        try:
+            await collector.run(stop)
+        finally:
+            reporter.cancel()
+
+    try:
+        asyncio.run(run())
+    except DerivAPIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    s = collector.stats
+    print(
+        f"stopped: {s.stored:,} ticks stored under {store.root} ({s.live:,} live, {s.backfilled:,} backfilled, "
+        f"{s.duplicates:,} duplicates dropped, {s.reconnects} reconnects)"
+    )
+    return 0
+
+
 def symbols(args: argparse.Namespace) -> int:
     print(f"{'symbol':<10} {'family':<12} {'pip':>7} {'tick s':>6}  {'simulated':<9} display name")
     for name, spec in catalog().items():
@@ -101,6 +162,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=os.environ.get("SCALPING_DATA_DIR", "data"), help="default %(default)s")
     p.set_defaults(func=demo)
     sub.add_parser("symbols", help="list the symbol catalog").set_defaults(func=symbols)
+    c = sub.add_parser("collect", help="stream live ticks from the Deriv API (or the local server) into the store")
+    c.add_argument("--symbols", required=True, help="comma-separated, e.g. R_100,1HZ100V,CRASH500")
+    c.add_argument("--url", help="WebSocket URL (default DERIV_WS_URL, else Deriv's, with DERIV_APP_ID)")
+    c.add_argument("--since", help="first epoch or UTC time to backfill from when nothing is stored yet (default: now)")
+    c.add_argument("--duration", type=float, help="stop after this many seconds (default: run until SIGINT/SIGTERM)")
+    c.add_argument("--data-dir", default=os.environ.get("SCALPING_DATA_DIR", "data"), help="default %(default)s")
+    c.add_argument("--flush-interval", type=float, default=5.0, help="seconds between flushes (default %(default)s)")
+    c.add_argument(
+        "--silence-timeout",
+        type=float,
+        default=10.0,
+        help="seconds without a tick of a symbol before reconnecting (default %(default)s)",
+    )
+    c.add_argument("--progress-interval", type=float, default=30.0, help="seconds between progress lines")
+    c.set_defaults(func=collect)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

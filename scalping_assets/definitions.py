@@ -6,17 +6,20 @@ import dagster as dg
 
 from scalping_assets.assets.ticks import ticks
 from scalping_assets.checks import tick_checks
-from scalping_assets.resources import SimulatorResource, TickStoreResource
+from scalping_assets.resources import DerivResource, SimulatorResource, TickStoreResource
 from scalping_assets.schedules import daily_ticks_schedule, ticks_job
 
 
-def build_resources(data_dir: str | None = None, seed: int | None = None) -> dict[str, dg.ConfigurableResource]:
-    """Resources of the embedded default deployment: local files, seeded simulator."""
+def build_resources(
+    data_dir: str | None = None, seed: int | None = None, deriv_url: str | None = None
+) -> dict[str, dg.ConfigurableResource]:
+    """Resources of the embedded default deployment: local files, seeded simulator, Deriv from the environment."""
     data_dir = data_dir or os.environ.get("SCALPING_DATA_DIR", "data")
     seed = int(os.environ.get("SCALPING_SEED", "7")) if seed is None else seed
     return {
         "tick_store": TickStoreResource(root=os.path.join(data_dir, "ticks")),
         "simulator": SimulatorResource(seed=seed),
+        "deriv": DerivResource(url=deriv_url or ""),
     }
 
 

@@ -1,11 +1,13 @@
 """Dagster resources: thin configurable handles on the domain objects."""
 
-from datetime import date
+import asyncio
+from datetime import date, timedelta
 
 import dagster as dg
 import pandas as pd
 
-from scalping_assets.market.simulator import DEFAULT_ORIGIN, simulator
+from scalping_assets.market.deriv_client import DerivClient, deriv_url
+from scalping_assets.market.simulator import DEFAULT_ORIGIN, day_start_epoch, simulator
 from scalping_assets.market.store import TickStore
 
 
@@ -26,3 +28,20 @@ class SimulatorResource(dg.ConfigurableResource):
 
     def day(self, symbol: str, day: date) -> pd.DataFrame:
         return simulator(symbol, self.seed, date.fromisoformat(self.origin)).day(day)
+
+
+class DerivResource(dg.ConfigurableResource):
+    """Deriv API v3 endpoint. Empty `url`: DERIV_WS_URL or Deriv's own, with DERIV_APP_ID as app_id."""
+
+    url: str = ""
+
+    def day(self, symbol: str, day: date) -> pd.DataFrame:
+        """Every tick of the UTC day (up to now for today), backfilled page by page from ticks_history."""
+        start = day_start_epoch(day)
+        end = day_start_epoch(day + timedelta(days=1)) - 1
+
+        async def fetch() -> pd.DataFrame:
+            async with DerivClient(deriv_url(self.url or None)) as client:
+                return await client.ticks_history(symbol, start, end)
+
+        return asyncio.run(fetch())

@@ -6,14 +6,17 @@ from typing import Literal
 
 import dagster as dg
 import pandas as pd
+from pydantic import Field
 
 from scalping_assets.market.summary import price_plot_png, tick_summary
 from scalping_assets.partitions import TICK_PARTITIONS
-from scalping_assets.resources import SimulatorResource, TickStoreResource
+from scalping_assets.resources import DerivResource, SimulatorResource, TickStoreResource
 
 
 class TicksConfig(dg.Config):
-    source: Literal["simulator"] = "simulator"
+    source: Literal["simulator", "deriv"] = Field(
+        default="simulator", description="simulator: seeded offline ticks; deriv: backfill the day from ticks_history"
+    )
 
 
 def partition_day_symbol(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> tuple[date, str]:
@@ -52,9 +55,12 @@ def ticks(
     config: TicksConfig,
     tick_store: TickStoreResource,
     simulator: SimulatorResource,
+    deriv: DerivResource,
 ) -> dg.MaterializeResult:
     day, symbol = partition_day_symbol(context)
-    frame = simulator.day(symbol, day)
+    frame = simulator.day(symbol, day) if config.source == "simulator" else deriv.day(symbol, day)
+    if frame.empty:
+        raise dg.Failure(f"the {config.source} returned no ticks for {symbol} on {day}")
     path = tick_store.store().write_day(symbol, day, frame)
     context.log.info(f"{symbol} {day}: {len(frame)} ticks from the {config.source} written to {path}")
     return dg.MaterializeResult(metadata=_metadata(frame, str(path), f"{symbol} {day} ({config.source})"))

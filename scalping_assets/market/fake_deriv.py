@@ -1,0 +1,474 @@
+"""A local server that speaks the Deriv API v3 over WebSocket, with ticks from the simulator.
+
+    python -m scalping_assets.market.fake_deriv --port 8765 --seed 7 --time-scale 60
+
+It answers `ticks` (live streams), `ticks_history` (ticks and candles), `forget`, `forget_all`,
+`ping`, `time` and `active_symbols` with `echo_req`, `req_id` and `subscription` as the official
+schemas say. Its clock can run faster than real time, and it injects faults on demand: abrupt
+disconnects (close code 1006), stalled streams, repeated and reordered ticks, `RateLimit` errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from .deriv_schema import SchemaViolation, call_of, response_violations, validate_request
+from .simulator import DEFAULT_ORIGIN
+from .symbols import UnknownSymbolError, catalog, get_symbol
+from .tick_source import SimulatedTicks
+
+HISTORY_MAX_COUNT = 5000
+HISTORY_DEFAULT_COUNT = 1000
+# An error answers with the msg_type its call's receive schema allows.
+ERROR_MSG_TYPE = {"ticks": "tick", "ticks_history": "history"}
+
+
+@dataclass
+class Faults:
+    """Faults to inject; times are wall-clock seconds since the server started."""
+
+    drop_every_s: float | None = None  # abruptly close every connection this often
+    stall_at_s: float | None = None  # streams go silent at this time ...
+    stall_for_s: float = 0.0  # ... for this long; the ticks of that span are never streamed
+    repeat_prob: float = 0.0  # a streamed tick is sent twice
+    reorder_prob: float = 0.0  # a streamed tick swaps places with the next one
+    rate_limit_every: int | None = None  # every Nth rate-limited request is answered RateLimit
+    seed: int = 0
+
+
+class SimClock:
+    """Server time: starts at `start_epoch` and runs `time_scale` times faster than the wall clock."""
+
+    def __init__(self, start_epoch: float, time_scale: float = 1.0):
+        if time_scale <= 0:
+            raise ValueError(f"time scale must be positive, got {time_scale}")
+        self.start_epoch, self.time_scale = start_epoch, time_scale
+        self._wall0 = time.monotonic()
+
+    def now(self) -> float:
+        return self.start_epoch + (time.monotonic() - self._wall0) * self.time_scale
+
+    def wall_elapsed(self) -> float:
+        return time.monotonic() - self._wall0
+
+
+class APIError(Exception):
+    def __init__(self, code: str, message: str, details: dict | None = None):
+        super().__init__(message)
+        self.code, self.message, self.details = code, message, details
+
+
+@dataclass
+class Subscription:
+    id: str
+    symbol: str
+    echo_req: dict
+    req_id: int | None
+    last_epoch: float  # ticks after this epoch are still to be streamed
+
+
+@dataclass(eq=False)
+class Connection:
+    ws: ServerConnection
+    subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    calls: deque = field(default_factory=deque)  # monotonic times of rate-limited calls
+    sender: asyncio.Task | None = None
+
+
+class FakeDerivServer:
+    def __init__(
+        self,
+        *,
+        seed: int = 7,
+        start: float | None = None,
+        time_scale: float = 1.0,
+        faults: Faults | None = None,
+        origin: date = DEFAULT_ORIGIN,
+        rate_limit_per_minute: int = 220,
+        strict: bool = False,
+    ):
+        self.ticks = SimulatedTicks(seed, origin)
+        self.clock = SimClock(time.time() if start is None else start, time_scale)
+        self.faults = faults or Faults()
+        self.rate_limit_per_minute = rate_limit_per_minute
+        self.strict = strict  # validate every response against the receive schemas
+        self.schema_violations: list[str] = []
+        self.requests: list[dict] = []  # every request received, for tests and debugging
+        self.connections: set[Connection] = set()
+        self.drops = 0
+        self._rng = random.Random(self.faults.seed)
+        self._limited_calls = 0
+
+    # -- protocol -------------------------------------------------------------------------------
+
+    def _reply(self, request: dict, msg_type: str, **body) -> dict:
+        message = {"echo_req": request, "msg_type": msg_type, **body}
+        if "req_id" in request:
+            message["req_id"] = request["req_id"]
+        if "passthrough" in request:
+            message["passthrough"] = request["passthrough"]
+        return message
+
+    def _error(self, request: dict, msg_type: str, error: APIError) -> dict:
+        body = {"code": error.code, "message": error.message}
+        if error.details:
+            body["details"] = error.details
+        return self._reply(request, msg_type, error=body)
+
+    def _check_rate(self, conn: Connection, call: str) -> None:
+        if call == "ping":
+            return
+        now = time.monotonic()
+        while conn.calls and now - conn.calls[0] > 60:
+            conn.calls.popleft()
+        self._limited_calls += 1
+        every = self.faults.rate_limit_every
+        if len(conn.calls) >= self.rate_limit_per_minute or (every and self._limited_calls % every == 0):
+            raise APIError("RateLimit", f"You have reached the rate limit for {call}.")
+        conn.calls.append(now)
+
+    @staticmethod
+    def _symbol(name: str) -> str:
+        try:
+            spec = get_symbol(name)
+        except UnknownSymbolError:
+            raise APIError("InvalidSymbol", f"Symbol {name} invalid.") from None
+        if not spec.simulated:
+            raise APIError("InvalidSymbol", f"Symbol {name} invalid.", {"reason": "not simulated by this server"})
+        return name
+
+    def _subscribe(self, conn: Connection, symbol: str, request: dict) -> Subscription:
+        if any(s.symbol == symbol for s in conn.subscriptions.values()):
+            raise APIError("AlreadySubscribed", f"You are already subscribed to {symbol}.")
+        sub = Subscription(str(uuid.uuid4()), symbol, request, request.get("req_id"), self.clock.now())
+        conn.subscriptions[sub.id] = sub
+        if conn.sender is None or conn.sender.done():
+            conn.sender = asyncio.create_task(self._stream(conn))
+        return sub
+
+    def _history(self, request: dict) -> dict:
+        symbol = self._symbol(request["ticks_history"])
+        now = self.clock.now()
+        end = now if request["end"] == "latest" else min(float(request["end"]), now)
+        start = request.get("start", end - 86_400)
+        if start >= end:
+            raise APIError("InvalidStartEnd", f"Start time {start} must be before end time {request['end']}")
+        count = request.get("count", HISTORY_DEFAULT_COUNT)
+        count = count if 1 <= count <= HISTORY_MAX_COUNT else HISTORY_MAX_COUNT
+        epochs, quotes = self.ticks.between(symbol, start, end)
+        decimals = get_symbol(symbol).pip_decimals
+        if request.get("style", "ticks") == "ticks":
+            body = {"history": {"prices": quotes[-count:].tolist(), "times": epochs[-count:].tolist()}}
+            msg_type = "history"
+        else:
+            granularity = request.get("granularity", 60)
+            body = {"candles": _candles(epochs, quotes, granularity)[-count:]}
+            msg_type = "candles"
+        return {"msg_type": msg_type, "pip_size": decimals, **body}
+
+    def _active_symbols(self) -> list[dict]:
+        return [
+            {
+                "display_name": spec.display_name,
+                "display_order": order,
+                "exchange_is_open": 1,
+                "is_trading_suspended": 0,
+                "market": "synthetic_index",
+                "market_display_name": "Derived",
+                "pip": spec.pip_size,
+                "subgroup": "synthetics",
+                "subgroup_display_name": "Synthetics",
+                "submarket": spec.family.value,
+                "submarket_display_name": spec.family.value.replace("_", " ").title(),
+                "symbol": name,
+                "symbol_type": "stockindex",
+            }
+            for order, (name, spec) in enumerate(catalog().items())
+            if spec.simulated and spec.deriv
+        ]
+
+    def handle(self, conn: Connection, request: dict) -> dict | None:
+        """The reply to one request (None for a successful `ticks` subscription: ticks follow)."""
+        call = call_of(request)
+        try:
+            validate_request(request)
+            self._check_rate(conn, call)
+            if call == "ticks":
+                names = request["ticks"] if isinstance(request["ticks"], list) else [request["ticks"]]
+                for name in [self._symbol(n) for n in names]:
+                    self._subscribe(conn, name, request)
+                return None
+            if call == "ticks_history":
+                body = self._history(request)
+                msg_type = body.pop("msg_type")
+                if request.get("subscribe") == 1:
+                    if msg_type != "history":
+                        raise APIError("InvalidStyle", "This server streams ticks only, not candles.")
+                    body["subscription"] = {"id": self._subscribe(conn, request["ticks_history"], request).id}
+                return self._reply(request, msg_type, **body)
+            if call == "forget":
+                return self._reply(request, "forget", forget=int(conn.subscriptions.pop(request["forget"], None) is not None))
+            if call == "forget_all":
+                kinds = request["forget_all"] if isinstance(request["forget_all"], list) else [request["forget_all"]]
+                ids = list(conn.subscriptions) if "ticks" in kinds else []
+                for sub_id in ids:
+                    conn.subscriptions.pop(sub_id)
+                return self._reply(request, "forget_all", forget_all=ids)
+            if call == "ping":
+                return self._reply(request, "ping", ping="pong")
+            if call == "time":
+                return self._reply(request, "time", time=int(self.clock.now()))
+            return self._reply(request, "active_symbols", active_symbols=self._active_symbols())
+        except SchemaViolation as exc:
+            if call is None:
+                return self._error(request, "error", APIError("UnrecognisedRequest", "Unrecognised request."))
+            error = APIError("InputValidationFailed", "Input validation failed.", {"error": str(exc)})
+            return self._error(request, ERROR_MSG_TYPE.get(call, call), error)
+        except APIError as exc:
+            return self._error(request, ERROR_MSG_TYPE.get(call, call), exc)
+
+    # -- streaming ------------------------------------------------------------------------------
+
+    def _stalled(self) -> bool:
+        f = self.faults
+        return f.stall_at_s is not None and f.stall_at_s <= self.clock.wall_elapsed() < f.stall_at_s + f.stall_for_s
+
+    def _due_messages(self, conn: Connection, now: float) -> list[tuple[int, str]]:
+        due = []
+        for sub in list(conn.subscriptions.values()):
+            epochs, quotes = self.ticks.between(sub.symbol, sub.last_epoch + 1e-9, now)
+            sub.last_epoch = now
+            if not len(epochs):
+                continue
+            spec = get_symbol(sub.symbol)
+            asks = np.round(quotes + spec.pip_size, spec.pip_decimals).tolist()
+            bids = np.round(quotes - spec.pip_size, spec.pip_decimals).tolist()
+            # Everything but the tick is the same for every message of a subscription: encode it once.
+            head = {"echo_req": sub.echo_req, "msg_type": "tick", "subscription": {"id": sub.id}}
+            if sub.req_id is not None:
+                head["req_id"] = sub.req_id
+            prefix = json.dumps(head)[:-1]
+            tail = f', "id": "{sub.id}", "pip_size": {spec.pip_decimals}, "symbol": "{sub.symbol}"}}}}'
+            for epoch, quote, ask, bid in zip(epochs.tolist(), quotes.tolist(), asks, bids, strict=True):
+                text = f'{prefix}, "tick": {{"ask": {ask!r}, "bid": {bid!r}, "epoch": {epoch}, "quote": {quote!r}{tail}'
+                due.append((epoch, text))
+            if self.strict:
+                for _, text in due[-len(epochs) :]:
+                    self._record_violations(json.loads(text))
+        due.sort(key=lambda item: item[0])
+        return due
+
+    def _with_faults(self, messages: list[str]) -> list[str]:
+        f, rng = self.faults, self._rng
+        out = []
+        for message in messages:
+            out.append(message)
+            if f.repeat_prob and rng.random() < f.repeat_prob:
+                out.append(message)
+        if f.reorder_prob:
+            for i in range(len(out) - 1):
+                if rng.random() < f.reorder_prob:
+                    out[i], out[i + 1] = out[i + 1], out[i]
+        return out
+
+    async def _stream(self, conn: Connection) -> None:
+        # Wake often enough for the fastest symbol at this time scale, never busier than 200 Hz.
+        period = min(0.25, max(0.005, 0.5 / self.clock.time_scale))
+        try:
+            while conn.subscriptions:
+                now = self.clock.now()
+                if self._stalled():
+                    for sub in conn.subscriptions.values():
+                        sub.last_epoch = now
+                else:
+                    messages = self._with_faults([m for _, m in self._due_messages(conn, now)])
+                    for message in messages:
+                        await conn.ws.send(message)
+                await asyncio.sleep(period)
+        except ConnectionClosed:
+            pass
+
+    # -- connections ----------------------------------------------------------------------------
+
+    def _record_violations(self, message: dict) -> None:
+        for problem in response_violations(message):
+            self.schema_violations.append(f"{message.get('msg_type')}: {problem}")
+
+    async def _serve_connection(self, ws: ServerConnection) -> None:
+        conn = Connection(ws)
+        self.connections.add(conn)
+        try:
+            async for raw in ws:
+                try:
+                    request = json.loads(raw)
+                    if not isinstance(request, dict):
+                        raise ValueError("not a JSON object")
+                except ValueError:
+                    await ws.send(json.dumps(self._error({}, "error", APIError("InputValidationFailed", "Malformed JSON."))))
+                    continue
+                self.requests.append(request)
+                reply = self.handle(conn, request)
+                if reply is not None:
+                    if self.strict and "echo_req" in reply and call_of(reply["echo_req"]):
+                        self._record_violations(reply)
+                    await ws.send(json.dumps(reply))
+        except ConnectionClosed:
+            pass
+        finally:
+            self.connections.discard(conn)
+            if conn.sender is not None:
+                conn.sender.cancel()
+
+    def drop_connections(self) -> int:
+        """Abort every connection without a close frame, as a network failure would (code 1006)."""
+        dropped = 0
+        for conn in list(self.connections):
+            conn.ws.transport.abort()
+            dropped += 1
+        self.drops += dropped
+        return dropped
+
+    async def _drop_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.faults.drop_every_s)
+            self.drop_connections()
+
+    async def serve(self, host: str = "127.0.0.1", port: int = 8765, ready: threading.Event | None = None) -> None:
+        # Deriv closes connections after 2 minutes without a client message: keep protocol pings off.
+        async with serve(self._serve_connection, host, port, ping_interval=None, max_size=2**20) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            dropper = asyncio.create_task(self._drop_periodically()) if self.faults.drop_every_s else None
+            if ready is not None:
+                ready.set()
+            try:
+                await asyncio.Future()
+            finally:
+                if dropper:
+                    dropper.cancel()
+
+
+def _candles(epochs: np.ndarray, quotes: np.ndarray, granularity: int) -> list[dict]:
+    if not len(epochs):
+        return []
+    buckets = epochs // granularity * granularity
+    starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+    ends = np.r_[starts[1:], len(epochs)]
+    return [
+        {
+            "close": float(quotes[e - 1]),
+            "epoch": int(buckets[s]),
+            "high": float(quotes[s:e].max()),
+            "low": float(quotes[s:e].min()),
+            "open": float(quotes[s]),
+        }
+        for s, e in zip(starts, ends, strict=True)
+    ]
+
+
+class ServerThread:
+    """Runs a FakeDerivServer on its own event loop in a background thread (tests, demos)."""
+
+    def __init__(self, server: FakeDerivServer, host: str = "127.0.0.1", port: int = 0):
+        self.server, self.host = server, host
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._task: asyncio.Task | None = None
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._task = self._loop.create_task(server.serve(host, port, self._ready))
+            try:
+                self._loop.run_until_complete(self._task)
+            except asyncio.CancelledError:
+                pass
+
+        self._thread = threading.Thread(target=run, name="fake-deriv", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.server.port}"
+
+    def call(self, fn, *args):
+        """Run fn(*args) on the server's loop and return its result."""
+        done = threading.Event()
+        result = {}
+
+        def wrapper():
+            result["value"] = fn(*args)
+            done.set()
+
+        self._loop.call_soon_threadsafe(wrapper)
+        done.wait(10)
+        return result.get("value")
+
+    def __enter__(self) -> ServerThread:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the local Deriv server did not start within 10 s")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._loop.call_soon_threadsafe(self._task.cancel)
+        self._thread.join(10)
+
+
+def _parse_start(text: str | None) -> float | None:
+    if text is None:
+        return None
+    if text.lstrip("-").isdigit():
+        return float(text)
+    moment = datetime.fromisoformat(text)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m scalping_assets.market.fake_deriv",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--seed", type=int, default=7, help="simulator seed (default %(default)s)")
+    parser.add_argument("--start", help="server time at start: epoch or ISO time, UTC (default: now)")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="server seconds per wall second (default 1)")
+    parser.add_argument("--rate-limit", type=int, default=220, help="calls per minute per connection (default 220)")
+    parser.add_argument("--drop-every", type=float, help="abort every connection each N wall seconds")
+    parser.add_argument("--stall-at", type=float, help="silence the streams N wall seconds after start ...")
+    parser.add_argument("--stall-for", type=float, default=0.0, help="... for this many wall seconds")
+    parser.add_argument("--repeat-prob", type=float, default=0.0, help="probability a streamed tick is sent twice")
+    parser.add_argument("--reorder-prob", type=float, default=0.0, help="probability a streamed tick swaps with the next")
+    parser.add_argument("--rate-limit-every", type=int, help="answer RateLimit to every Nth call")
+    args = parser.parse_args(argv)
+    faults = Faults(
+        args.drop_every, args.stall_at, args.stall_for, args.repeat_prob, args.reorder_prob, args.rate_limit_every, args.seed
+    )
+    server = FakeDerivServer(
+        seed=args.seed,
+        start=_parse_start(args.start),
+        time_scale=args.time_scale,
+        faults=faults,
+        rate_limit_per_minute=args.rate_limit,
+    )
+    print(f"local Deriv API v3 on ws://{args.host}:{args.port} (seed {args.seed}, time x{args.time_scale})", flush=True)
+    try:
+        asyncio.run(server.serve(args.host, args.port))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
