@@ -100,6 +100,7 @@ class TickCollector:
         self._rng = random.Random(seed)
         self._client: DerivClient | None = None
         self._last_flush = time.monotonic()
+        self._days: dict[str, tuple[object, pd.DataFrame]] = {}  # per symbol: the day last written, as written
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -161,7 +162,16 @@ class TickCollector:
     def _write(self, batches: list[tuple[str, pd.DataFrame]]) -> int:
         for symbol, frame in batches:
             for day_number, part in frame.groupby(frame["epoch"] // SECONDS_PER_DAY):
-                self.store.merge_day(symbol, epoch_day(int(day_number) * SECONDS_PER_DAY), part)
+                day = epoch_day(int(day_number) * SECONDS_PER_DAY)
+                cached_day, stored = self._days.get(symbol, (None, None))
+                if cached_day != day:  # first write of this day by this process: start from the file
+                    stored = (
+                        self.store.read_day(symbol, day).drop(columns="symbol") if self.store.path(symbol, day).exists() else None
+                    )
+                # Only ticks after the last stored one are ever flushed, so a day only grows at its end.
+                merged = part if stored is None else pd.concat([stored[stored["epoch"] < part["epoch"].iloc[0]], part])
+                self.store.write_day(symbol, day, merged)
+                self._days[symbol] = (day, merged)
         return sum(len(frame) for _, frame in batches)
 
     def flush(self) -> int:

@@ -110,15 +110,6 @@ class TickStore:
             os.close(dir_fd)
         return target
 
-    def merge_day(self, symbol: str, day: date, ticks: pd.DataFrame) -> Path:
-        """Add `ticks` to the partition (symbol, day), atomically; an epoch already stored is kept once."""
-        path = self.path(symbol, day)
-        if path.exists():
-            stored = self._read_file(path).drop_columns(["symbol"]).to_pandas()
-            ticks = pd.concat([stored, ticks], ignore_index=True)
-            ticks = ticks.drop_duplicates("epoch", keep="first").sort_values("epoch", kind="stable")
-        return self.write_day(symbol, day, ticks)
-
     def _read_file(self, path: Path, columns: list[str] | None = None) -> pa.Table:
         try:
             schema = pq.read_schema(path)
