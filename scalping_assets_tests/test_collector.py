@@ -171,3 +171,21 @@ def test_collect_command_reports_a_bad_symbol(tmp_path):
         timeout=60,
     )
     assert done.returncode == 2 and "unknown symbol 'NOPE'" in done.stderr
+
+
+def test_symbol_state_holds_each_epoch_once_and_completes_only_without_holes():
+    from scalping_assets.market.collector import SymbolState
+
+    state = SymbolState(interval=1, complete=100, stored=100)
+    assert not state.add(100, 1.0)  # already stored
+    assert state.add(101, 1.0) and not state.add(101, 1.0)  # a repeat
+    state.advance()
+    assert state.complete == 101 and not state.has_hole()
+    assert state.add(104, 1.3, 1.2, 1.4) and state.add(103, 1.2)  # reordered, 102 missing
+    state.advance()
+    assert state.complete == 101 and state.has_hole()
+    assert not state.add(103, 1.2, 1.1, 1.3)  # a live copy of a history tick brings its bid/ask
+    assert state.pending[103] == (1.2, 1.1, 1.3)
+    state.add(102, 1.1)
+    state.advance()
+    assert state.complete == 104 and not state.has_hole()

@@ -33,6 +33,7 @@ class SymbolState:
     stored: int  # every tick with epoch <= stored is on disk
     pending: dict[int, tuple[float, float, float]] = field(default_factory=dict)  # epoch -> quote, bid, ask
     last_tick_at: float = field(default_factory=time.monotonic)
+    newest: int = 0  # the latest epoch ever held
     hole_seen_at: float | None = None
     backfilling: bool = False
 
@@ -43,6 +44,7 @@ class SymbolState:
         fresh = epoch not in self.pending
         if fresh or np.isnan(self.pending[epoch][1]):  # a live tick carries bid/ask, history does not
             self.pending[epoch] = (quote, bid, ask)
+        self.newest = max(self.newest, epoch)
         return fresh
 
     def advance(self) -> None:
@@ -50,7 +52,7 @@ class SymbolState:
             self.complete += self.interval
 
     def has_hole(self) -> bool:
-        return bool(self.pending) and max(self.pending) > self.complete
+        return self.newest > self.complete
 
 
 @dataclass
