@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
+from datetime import date
 
 import numpy as np
 import pandas as pd
@@ -102,7 +103,7 @@ class TickCollector:
         self._rng = random.Random(seed)
         self._client: DerivClient | None = None
         self._last_flush = time.monotonic()
-        self._days: dict[str, tuple[object, pd.DataFrame]] = {}  # per symbol: the day last written, as written
+        self._days: dict[str, tuple[date, pd.DataFrame]] = {}  # per symbol: the day last written, as written
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -228,13 +229,12 @@ class TickCollector:
                         elif now - state.hole_seen_at > opts.hole_grace_s:
                             self.stats.gap_fills += 1
                             hole_end = min(e for e in state.pending if e > state.complete) - 1
-                            task = asyncio.create_task(self._backfill(symbol, hole_end))
-                            fills.add(task)
-                            task.add_done_callback(fills.discard)
+                            fills.add(asyncio.create_task(self._backfill(symbol, hole_end)))
                     elif not state.has_hole():
                         state.hole_seen_at = None
                 for task in [t for t in fills if t.done()]:
-                    task.result()  # surface a failed gap fill: it means a broken connection
+                    fills.discard(task)
+                    task.result()  # a failed gap fill means a broken connection: reconnect
                 if now - self._last_flush >= opts.flush_interval_s:
                     await self._flush_in_background()
                 try:
