@@ -7,14 +7,14 @@ import os
 import signal
 import sys
 import time
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import dagster as dg
 
 from scalping_assets.market.collector import CollectorOptions, TickCollector
 from scalping_assets.market.deriv_client import DerivAPIError, deriv_url
 from scalping_assets.market.simulator import DEFAULT_ORIGIN
-from scalping_assets.market.store import TickStore
+from scalping_assets.market.store import TickStore, parse_epoch
 from scalping_assets.market.summary import tick_summary
 from scalping_assets.market.symbols import UnknownSymbolError, catalog, get_symbol
 from scalping_assets.partitions import tick_partition
@@ -23,11 +23,11 @@ DEMO_SYMBOLS = "R_100,1HZ50V,CRASH1000,BOOM500,JD25,stpRNG,RDBULL,SIG_AR1"
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
-def _symbols(text: str) -> list[str]:
+def _symbols(text: str, simulated: bool = False) -> list[str]:
+    """Comma-separated symbols, each checked against the catalog (and its generator, for the simulator)."""
     names = [s.strip() for s in text.split(",") if s.strip()]
     for name in names:
-        spec = get_symbol(name)
-        if not spec.simulated:
+        if not get_symbol(name).simulated and simulated:
             raise ValueError(f"{name} has no published generation formula and cannot be simulated")
     return names
 
@@ -42,7 +42,7 @@ def _instance() -> dg.DagsterInstance:
 def demo(args: argparse.Namespace) -> int:
     from scalping_assets.definitions import build_resources, defs
 
-    symbols = _symbols(args.symbols)
+    symbols = _symbols(args.symbols, simulated=True)
     first = date.fromisoformat(args.start)
     days = [first + timedelta(days=i) for i in range(args.days)]
     resources = build_resources(args.data_dir, args.seed)
@@ -86,23 +86,12 @@ def demo(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
-def _epoch(text: str | None) -> int | None:
-    if text is None:
-        return None
-    if text.isdigit():
-        return int(text)
-    moment = datetime.fromisoformat(text)
-    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
-
-
 def collect(args: argparse.Namespace) -> int:
-    names = [s.strip() for s in args.symbols.split(",") if s.strip()]
-    for name in names:
-        get_symbol(name)
+    names = _symbols(args.symbols)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     options = CollectorOptions(flush_interval_s=args.flush_interval, silence_timeout_s=args.silence_timeout)
     store = TickStore(os.path.join(args.data_dir, "ticks"))
-    collector = TickCollector(deriv_url(args.url), names, store, since=_epoch(args.since), options=options)
+    collector = TickCollector(deriv_url(args.url), names, store, since=parse_epoch(args.since), options=options)
 
     async def run() -> None:
         stop = asyncio.Event()

@@ -233,3 +233,21 @@ def test_deriv_url_takes_the_app_id_from_the_environment(monkeypatch):
     monkeypatch.setenv("DERIV_APP_ID", "12345")
     assert deriv_url() == "wss://ws.derivws.com/websockets/v3?app_id=12345"
     assert deriv_url("ws://127.0.0.1:8765") == "ws://127.0.0.1:8765"
+
+
+def test_a_drop_on_demand_closes_the_connection_abnormally():
+    from scalping_assets.market.deriv_client import ConnectionLost
+
+    with ServerThread(FakeDerivServer(seed=1, start=START)) as thread:
+
+        async def session():
+            async with DerivClient(thread.url) as client:
+                await client.server_time()
+                dropped = await asyncio.to_thread(thread.drop_connections)
+                await asyncio.wait_for(client.closed.wait(), 5)
+                with pytest.raises(ConnectionLost):
+                    await client.server_time()
+                return dropped
+
+        assert run(session()) == 1
+        assert thread.server.drops == 1

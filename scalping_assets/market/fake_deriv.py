@@ -19,7 +19,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
@@ -27,6 +27,7 @@ from websockets.exceptions import ConnectionClosed
 
 from .deriv_schema import SchemaViolation, call_of, response_violations, validate_request
 from .simulator import DEFAULT_ORIGIN
+from .store import parse_epoch
 from .symbols import UnknownSymbolError, catalog, get_symbol
 from .tick_source import SimulatedTicks
 
@@ -401,18 +402,12 @@ class ServerThread:
     def url(self) -> str:
         return f"ws://{self.host}:{self.server.port}"
 
-    def call(self, fn, *args):
-        """Run fn(*args) on the server's loop and return its result."""
-        done = threading.Event()
-        result = {}
+    def drop_connections(self) -> int:
+        """Drop every connection now, from any thread (the server's own loop does the aborting)."""
+        return asyncio.run_coroutine_threadsafe(self._drop(), self._loop).result(10)
 
-        def wrapper():
-            result["value"] = fn(*args)
-            done.set()
-
-        self._loop.call_soon_threadsafe(wrapper)
-        done.wait(10)
-        return result.get("value")
+    async def _drop(self) -> int:
+        return self.server.drop_connections()
 
     def __enter__(self) -> ServerThread:
         self._thread.start()
@@ -423,15 +418,6 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self._loop.call_soon_threadsafe(self._task.cancel)
         self._thread.join(10)
-
-
-def _parse_start(text: str | None) -> float | None:
-    if text is None:
-        return None
-    if text.lstrip("-").isdigit():
-        return float(text)
-    moment = datetime.fromisoformat(text)
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -458,7 +444,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     server = FakeDerivServer(
         seed=args.seed,
-        start=_parse_start(args.start),
+        start=parse_epoch(args.start),
         time_scale=args.time_scale,
         faults=faults,
         rate_limit_per_minute=args.rate_limit,

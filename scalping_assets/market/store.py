@@ -49,6 +49,16 @@ def _as_epoch(value: int | date | datetime | pd.Timestamp) -> int:
     return int(value)
 
 
+def parse_epoch(text: str | None) -> int | None:
+    """An epoch (digits) or an ISO time, UTC unless it names a zone, as epoch seconds."""
+    if text is None:
+        return None
+    if text.lstrip("-").isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text)
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp())
+
+
 def epoch_day(epoch: int) -> date:
     return datetime.fromtimestamp(epoch, UTC).date()
 

@@ -50,7 +50,3 @@ class SimulatedTicks:
         if not epochs:
             return np.empty(0, np.int64), np.empty(0)
         return np.concatenate(epochs), np.concatenate(quotes)
-
-    def next_epoch_after(self, symbol: str, epoch: float) -> int:
-        interval = get_symbol(symbol).tick_interval_s
-        return (math.floor(epoch) // interval + 1) * interval
