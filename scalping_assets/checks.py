@@ -1,7 +1,5 @@
 """Partitioned asset checks of the stored ticks (the rules live in market.quality)."""
 
-import warnings
-
 import dagster as dg
 
 from scalping_assets.assets.ticks import partition_day_symbol, ticks
@@ -18,11 +16,6 @@ WARN_ONLY = {"cadence_gaps"}
 def _description(name: str) -> str:
     doc = TICK_CHECKS[name].__doc__
     return doc.strip().splitlines()[0] if doc else name.replace("_", " ")
-
-
-# Partitioned checks are a Dagster preview feature; without them a check could not tell which
-# (day, symbol) file it judges.
-warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
 
 
 @dg.multi_asset_check(

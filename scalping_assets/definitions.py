@@ -4,10 +4,25 @@ import os
 
 import dagster as dg
 
+from scalping_assets.assets.features import (
+    dataset_class_balance,
+    dataset_finite,
+    dataset_splits_disjoint,
+    features,
+    features_defined_after_warmup,
+    labels,
+    training_dataset,
+)
 from scalping_assets.assets.ticks import ticks
 from scalping_assets.checks import tick_checks
-from scalping_assets.resources import DerivResource, SimulatorResource, TickStoreResource
-from scalping_assets.schedules import daily_ticks_schedule, ticks_job
+from scalping_assets.resources import (
+    DatasetStoreResource,
+    DerivResource,
+    FrameStoreResource,
+    SimulatorResource,
+    TickStoreResource,
+)
+from scalping_assets.schedules import daily_ticks_schedule, dataset_job, features_job, ticks_job
 
 
 def build_resources(
@@ -20,13 +35,16 @@ def build_resources(
         "tick_store": TickStoreResource(root=os.path.join(data_dir, "ticks")),
         "simulator": SimulatorResource(seed=seed),
         "deriv": DerivResource(url=deriv_url or ""),
+        "feature_store": FrameStoreResource(root=os.path.join(data_dir, "features")),
+        "label_store": FrameStoreResource(root=os.path.join(data_dir, "labels")),
+        "dataset_store": DatasetStoreResource(root=os.path.join(data_dir, "datasets")),
     }
 
 
 defs = dg.Definitions(
-    assets=[ticks],
-    asset_checks=[tick_checks],
-    jobs=[ticks_job],
+    assets=[ticks, features, labels, training_dataset],
+    asset_checks=[tick_checks, features_defined_after_warmup, dataset_finite, dataset_splits_disjoint, dataset_class_balance],
+    jobs=[ticks_job, features_job, dataset_job],
     schedules=[daily_ticks_schedule],
     resources=build_resources(),
 )

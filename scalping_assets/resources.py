@@ -2,10 +2,12 @@
 
 import asyncio
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
 
+from scalping_assets.features.daily import FrameStore
 from scalping_assets.market.deriv_client import DerivClient, deriv_url
 from scalping_assets.market.simulator import DEFAULT_ORIGIN, day_start_epoch, simulator
 from scalping_assets.market.store import TickStore
@@ -45,3 +47,21 @@ class DerivResource(dg.ConfigurableResource):
                 return await client.ticks_history(symbol, start, end)
 
         return asyncio.run(fetch())
+
+
+class FrameStoreResource(dg.ConfigurableResource):
+    """Derived per-(symbol, day) frames (features or labels) under `root`."""
+
+    root: str
+
+    def store(self) -> FrameStore:
+        return FrameStore(self.root)
+
+
+class DatasetStoreResource(dg.ConfigurableResource):
+    """Training datasets, one folder per dataset name under `root`."""
+
+    root: str = "data/datasets"
+
+    def folder(self, name: str) -> Path:
+        return Path(self.root) / name

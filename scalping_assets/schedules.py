@@ -14,6 +14,17 @@ ticks_job = dg.define_asset_job(
     description="Materialize and check one (day, symbol) partition of ticks.",
 )
 
+features_job = dg.define_asset_job(
+    "features_job",
+    selection=dg.AssetSelection.assets("features", "labels"),
+    description="Features and labels of one (day, symbol) partition, with their checks.",
+)
+dataset_job = dg.define_asset_job(
+    "dataset_job",
+    selection=dg.AssetSelection.assets("training_dataset"),
+    description="Assemble the training dataset from stored ticks and features.",
+)
+
 
 @dg.schedule(job=ticks_job, cron_schedule="15 0 * * *", execution_timezone="UTC")
 def daily_ticks_schedule(context: dg.ScheduleEvaluationContext):

@@ -23,9 +23,17 @@ def run(args, tmp_path):
 def test_demo_materializes_checks_and_summarises(tmp_path):
     done = run(["demo", "--symbols", "R_10,stpRNG", "--days", "2", "--start", "2026-02-01", "--data-dir", "out"], tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "[4/4] stpRNG 2026-02-02: ok" in done.stdout
+    assert "[ticks_job 4/4] stpRNG 2026-02-02: ok" in done.stdout
+    assert "[features_job 4/4] stpRNG 2026-02-02: ok" in done.stdout
     assert "2026-02-01  R_10         43200" in done.stdout
-    assert "259,200 ticks in 4 partitions" in done.stdout and "all checks passed" in done.stdout
+    assert "training_dataset R_10, stpRNG 2026-02-02 .. 2026-02-02" in done.stdout
+    assert "check dataset_splits_disjoint: passed" in done.stdout and "check dataset_finite: passed" in done.stdout
+    assert "259,200 ticks in 4 partitions" in done.stdout and "all blocking checks passed" in done.stdout
+    assert (tmp_path / "out" / "datasets" / "default" / "meta.json").exists()
+    assert sorted(p.name for p in (tmp_path / "out" / "features" / "R_10").iterdir()) == [
+        "2026-02-01.parquet",
+        "2026-02-02.parquet",
+    ]
     assert sorted(p.name for p in (tmp_path / "out" / "ticks" / "stpRNG").iterdir()) == [
         "2026-02-01.parquet",
         "2026-02-02.parquet",

@@ -23,11 +23,17 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def test_definitions_hold_every_asset_check_job_and_schedule():
-    assert {spec.key for spec in defs.resolve_all_asset_specs()} == {dg.AssetKey("ticks")}
+    assert {spec.key.path[0] for spec in defs.resolve_all_asset_specs()} == {"ticks", "features", "labels", "training_dataset"}
     check_keys = defs.resolve_asset_graph().asset_check_keys
-    assert {key.name for key in check_keys} == set(TICK_CHECKS)
-    assert all(key.asset_key == dg.AssetKey("ticks") for key in check_keys)
-    assert defs.resolve_job_def("ticks_job").partitions_def == TICK_PARTITIONS
+    tick_check_names = {key.name for key in check_keys if key.asset_key == dg.AssetKey("ticks")}
+    assert tick_check_names == set(TICK_CHECKS)
+    assert {key.name for key in check_keys if key.asset_key == dg.AssetKey("training_dataset")} == {
+        "dataset_finite",
+        "dataset_splits_disjoint",
+        "dataset_class_balance",
+    }
+    for job in ("ticks_job", "features_job"):
+        assert defs.resolve_job_def(job).partitions_def == TICK_PARTITIONS
     schedule = defs.resolve_schedule_def("daily_ticks_schedule")
     assert schedule.cron_schedule == "15 0 * * *" and schedule.execution_timezone == "UTC"
     assert set(defs.resolve_all_job_defs()[0].resource_defs) >= {"tick_store", "simulator"}

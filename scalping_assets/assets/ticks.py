@@ -1,6 +1,5 @@
 """The `ticks` asset: one Parquet file per (UTC day, symbol)."""
 
-import base64
 from datetime import date
 from typing import Literal
 
@@ -10,6 +9,7 @@ from pydantic import Field
 
 from scalping_assets.market.summary import price_plot_png, tick_summary
 from scalping_assets.partitions import TICK_PARTITIONS
+from scalping_assets.plotting import markdown_image
 from scalping_assets.resources import DerivResource, SimulatorResource, TickStoreResource
 
 
@@ -26,7 +26,6 @@ def partition_day_symbol(context: dg.AssetExecutionContext | dg.AssetCheckExecut
 
 def _metadata(ticks: pd.DataFrame, path: str, title: str) -> dict[str, dg.MetadataValue]:
     summary = tick_summary(ticks)
-    png = base64.b64encode(price_plot_png(ticks, title)).decode()
     preview = pd.concat([ticks.head(5), ticks.tail(5)])
     return {
         "rows": dg.MetadataValue.int(summary["rows"]),
@@ -40,7 +39,7 @@ def _metadata(ticks: pd.DataFrame, path: str, title: str) -> dict[str, dg.Metada
             records=[dg.TableRecord({"epoch": int(row.epoch), "quote": float(row.quote)}) for row in preview.itertuples()],
             schema=dg.TableSchema(columns=[dg.TableColumn("epoch", "int"), dg.TableColumn("quote", "float")]),
         ),
-        "price_plot": dg.MetadataValue.md(f"![price](data:image/png;base64,{png})"),
+        "price_plot": dg.MetadataValue.md(markdown_image(price_plot_png(ticks, title), "price")),
     }
 
 

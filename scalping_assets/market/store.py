@@ -63,6 +63,30 @@ def epoch_day(epoch: int) -> date:
     return datetime.fromtimestamp(epoch, UTC).date()
 
 
+def write_parquet_atomic(table: pa.Table, target: Path) -> Path:
+    """Write `table` to `target` through a temporary file, fsync and rename: all or nothing."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f"{_TMP_PREFIX}{target.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+    tmp = target.with_name(f"{_TMP_PREFIX}{target.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as sink:
+            with pq.ParquetWriter(sink, table.schema, compression="zstd") as writer:
+                writer.write_table(table)
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return target
+
+
 class TickStore:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -98,27 +122,7 @@ class TickStore:
     def write_day(self, symbol: str, day: date, ticks: pd.DataFrame) -> Path:
         """Atomically replace the partition (symbol, day) with `ticks`; returns its path."""
         target = self.path(symbol, day)
-        table = self._to_table(symbol, day, ticks)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f"{_TMP_PREFIX}{target.name}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        tmp = target.with_name(f"{_TMP_PREFIX}{target.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as sink:
-                with pq.ParquetWriter(sink, TICK_SCHEMA, compression="zstd") as writer:
-                    writer.write_table(table)
-                sink.flush()
-                os.fsync(sink.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return target
+        return write_parquet_atomic(self._to_table(symbol, day, ticks), target)
 
     def _read_file(self, path: Path, columns: list[str] | None = None) -> pa.Table:
         try:

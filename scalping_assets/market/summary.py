@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import io
 from datetime import UTC, datetime
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from ..plotting import figure_png
 
 MAX_PLOT_POINTS = 3_000
 
@@ -40,16 +38,10 @@ def price_plot_png(ticks: pd.DataFrame, title: str) -> bytes:
     quotes = grouped["quote"]
     times = pd.to_datetime(grouped["epoch"].first(), unit="s", utc=True)
     fig, ax = plt.subplots(figsize=(7, 2.6), dpi=90)
-    try:
-        ax.fill_between(times, quotes.min(), quotes.max(), alpha=0.35, linewidth=0, label="low-high")
-        ax.plot(times, quotes.last(), linewidth=0.7, label="last")
-        ax.set_title(title, fontsize=9)
-        ax.set_ylabel("quote")
-        ax.grid(alpha=0.3)
-        fig.autofmt_xdate()
-        fig.tight_layout()
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
-    return buffer.getvalue()
+    ax.fill_between(times, quotes.min(), quotes.max(), alpha=0.35, linewidth=0, label="low-high")
+    ax.plot(times, quotes.last(), linewidth=0.7, label="last")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel("quote")
+    ax.grid(alpha=0.3)
+    fig.autofmt_xdate()
+    return figure_png(fig)

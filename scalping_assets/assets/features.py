@@ -1,0 +1,301 @@
+"""Feature, label and dataset assets: thin wiring around `scalping_assets.features`."""
+
+from datetime import date
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+from pydantic import Field
+
+from scalping_assets.assets.ticks import partition_day_symbol, ticks
+from scalping_assets.features import registry
+from scalping_assets.features.daily import day_features, day_labels, warmup_rows
+from scalping_assets.features.dataset import SPLITS, Dataset, DatasetSpec, SplitSpec, build_dataset
+from scalping_assets.features.labels import CLASSES, Barriers, LabelSpec, class_balance
+from scalping_assets.features.plots import correlation_heatmap_png, importance_chart_png, mutual_information
+from scalping_assets.market.simulator import DEFAULT_ORIGIN
+from scalping_assets.partitions import TICK_PARTITIONS
+from scalping_assets.plotting import markdown_image
+from scalping_assets.resources import DatasetStoreResource, FrameStoreResource, TickStoreResource
+
+
+def _days_around(start_offset: int, end_offset: int) -> dg.MultiPartitionMapping:
+    return dg.MultiPartitionMapping(
+        {
+            "date": dg.DimensionPartitionMapping(
+                "date", dg.TimeWindowPartitionMapping(start_offset=start_offset, end_offset=end_offset)
+            ),
+            "symbol": dg.DimensionPartitionMapping("symbol", dg.IdentityPartitionMapping()),
+        }
+    )
+
+
+def _balance_table(balance: dict[str, dict[str, float]]) -> dg.TableMetadataValue:
+    return dg.MetadataValue.table(
+        records=[
+            dg.TableRecord({"split": split, **{c: round(shares[c], 4) for c in CLASSES}}) for split, shares in balance.items()
+        ],
+        schema=dg.TableSchema(columns=[dg.TableColumn("split", "string"), *(dg.TableColumn(c, "float") for c in CLASSES)]),
+    )
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    header = "| | " + " | ".join(frame.columns) + " |\n|---|" + "---|" * len(frame.columns) + "\n"
+    return header + "\n".join(f"| {name} | " + " | ".join(f"{v:g}" for v in row) + " |" for name, row in frame.iterrows())
+
+
+FEATURE_TABLE = dg.MetadataValue.table(
+    records=[
+        dg.TableRecord({"feature": f.name, "family": f.family, "formula": f.formula, "lookback": f.lookback, "unit": f.unit})
+        for f in registry.FEATURES
+    ],
+    schema=dg.TableSchema(
+        columns=[
+            dg.TableColumn("feature", "string"),
+            dg.TableColumn("family", "string"),
+            dg.TableColumn("formula", "string"),
+            dg.TableColumn("lookback", "int"),
+            dg.TableColumn("unit", "string"),
+        ]
+    ),
+)
+
+
+@dg.asset(
+    partitions_def=TICK_PARTITIONS,
+    deps=[dg.AssetDep(ticks, partition_mapping=_days_around(-1, 0))],
+    group_name="features",
+    kinds={"parquet"},
+    description="Causal features of one (day, symbol), warmed up on the previous day's last ticks.",
+)
+def features(
+    context: dg.AssetExecutionContext, tick_store: TickStoreResource, feature_store: FrameStoreResource
+) -> dg.MaterializeResult:
+    day, symbol = partition_day_symbol(context)
+    frame, warmup = day_features(tick_store.store(), symbol, day)
+    path = feature_store.store().write_day(symbol, day, frame)
+    undefined = int(warmup_rows(frame).sum())
+    context.log.info(
+        f"{symbol} {day}: {len(frame)} rows, {warmup} warm-up ticks from the day before, {undefined} rows in warm-up"
+    )
+    values = frame.drop(columns="epoch")
+    summary = values.describe().T[["mean", "std", "min", "max"]].round(6)
+    return dg.MaterializeResult(
+        metadata={
+            "rows": dg.MetadataValue.int(len(frame)),
+            "warmup_ticks_from_previous_day": dg.MetadataValue.int(warmup),
+            "rows_in_warmup": dg.MetadataValue.int(undefined),
+            "path": dg.MetadataValue.path(str(path)),
+            "features": FEATURE_TABLE,
+            "summary": dg.MetadataValue.md(_markdown_table(summary)),
+        }
+    )
+
+
+class LabelsConfig(dg.Config):
+    horizon: int = Field(default=10, description="ticks ahead for the direction label")
+    threshold_bp: float = Field(default=0.0, description="neutral band of the direction label, basis points")
+    take_profit: float = 3.0
+    stop_loss: float = 3.0
+    max_hold_ticks: int = 60
+    barrier_unit: Literal["pips", "sigma"] = "sigma"
+
+    def spec(self) -> LabelSpec:
+        barriers = Barriers(
+            take_profit=self.take_profit, stop_loss=self.stop_loss, max_hold_ticks=self.max_hold_ticks, unit=self.barrier_unit
+        )
+        return LabelSpec(horizon=self.horizon, threshold_bp=self.threshold_bp, barriers=barriers)
+
+
+@dg.asset(
+    partitions_def=TICK_PARTITIONS,
+    deps=[dg.AssetDep(ticks, partition_mapping=_days_around(0, 1))],
+    group_name="features",
+    kinds={"parquet"},
+    description="N-tick direction and triple-barrier labels of one (day, symbol); may resolve in the next day's first ticks.",
+)
+def labels(
+    context: dg.AssetExecutionContext, config: LabelsConfig, tick_store: TickStoreResource, label_store: FrameStoreResource
+) -> dg.MaterializeResult:
+    day, symbol = partition_day_symbol(context)
+    frame, ahead = day_labels(tick_store.store(), symbol, day, config.spec())
+    path = label_store.store().write_day(symbol, day, frame)
+    balance = {kind: class_balance(frame[kind].to_numpy()) for kind in ("direction", "barrier")}
+    unresolved = {kind: int((frame[kind] < 0).sum()) for kind in ("direction", "barrier")}
+    context.log.info(f"{symbol} {day}: {len(frame)} labels, {ahead} look-ahead ticks from the next day, unresolved {unresolved}")
+    return dg.MaterializeResult(
+        metadata={
+            "rows": dg.MetadataValue.int(len(frame)),
+            "lookahead_ticks_from_next_day": dg.MetadataValue.int(ahead),
+            "unresolved": dg.MetadataValue.json(unresolved),
+            "class_balance": _balance_table(balance),
+            "mean_barrier_ticks": dg.MetadataValue.float(float(frame.loc[frame["barrier_ticks"] >= 0, "barrier_ticks"].mean())),
+            "spec": dg.MetadataValue.json(config.spec().model_dump()),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+DATASET_SYMBOLS = ["SIG_AR1", "R_100", "CRASH1000"]
+
+
+class DatasetConfig(LabelsConfig):
+    name: str = Field(default="default", description="folder of the dataset under the dataset store")
+    symbols: list[str] = Field(default_factory=lambda: list(DATASET_SYMBOLS))
+    start: str = Field(default="", description="first day (YYYY-MM-DD); empty: the first stored day after the first one")
+    end: str = Field(default="", description="last day, inclusive; empty: the last day stored for every symbol")
+    target: Literal["direction", "barrier"] = "direction"
+    sequence_length: int = 100
+    train: float = 0.70
+    validation: float = 0.15
+    test: float = 0.15
+    embargo_ticks: int = 100
+
+    def dataset_spec(self, stored: list[list[date]]) -> DatasetSpec:
+        common = sorted(set.intersection(*(set(days) for days in stored))) if stored else []
+        if not self.start and not common:
+            raise dg.Failure(f"no day is stored for every one of {self.symbols}: materialize ticks and features first")
+        # Without a start, the first common day only warms the features up.
+        start = date.fromisoformat(self.start) if self.start else common[min(1, len(common) - 1)]
+        end = date.fromisoformat(self.end) if self.end else common[-1]
+        return DatasetSpec(
+            symbols=self.symbols,
+            start=start,
+            end=end,
+            labels=self.spec(),
+            target=self.target,
+            sequence_length=self.sequence_length,
+            split=SplitSpec(train=self.train, validation=self.validation, test=self.test, embargo_ticks=self.embargo_ticks),
+        )
+
+
+def _day_range(first: date, last: date) -> list[date]:
+    return [date.fromordinal(o) for o in range(first.toordinal(), last.toordinal() + 1)]
+
+
+@dg.asset(
+    deps=[features, ticks],
+    group_name="features",
+    kinds={"parquet"},
+    description="Temporal 70/15/15 dataset with purge and embargo; GARCH, regime scale and normaliser fitted on train only.",
+)
+def training_dataset(
+    context: dg.AssetExecutionContext,
+    config: DatasetConfig,
+    tick_store: TickStoreResource,
+    feature_store: FrameStoreResource,
+    dataset_store: DatasetStoreResource,
+) -> dg.MaterializeResult:
+    store, fstore = tick_store.store(), feature_store.store()
+    spec = config.dataset_spec([store.days(symbol) for symbol in config.symbols])
+    days = _day_range(spec.start, spec.end)
+    missing = {s: [str(d) for d in fstore.missing(s, days)] for s in spec.symbols}
+    missing = {s: d for s, d in missing.items() if d}
+    if missing:
+        raise dg.Failure(f"features are not materialized for {missing}: materialize `features` for those partitions first")
+    tick_frames, feature_frames = {}, {}
+    for symbol in spec.symbols:
+        warmup_day = date.fromordinal(spec.start.toordinal() - 1)
+        tick_frames[symbol] = store.read(symbol, warmup_day if warmup_day >= DEFAULT_ORIGIN else spec.start, spec.end_epoch)
+        feature_frames[symbol] = pd.concat([fstore.read_day(symbol, d) for d in days], ignore_index=True)
+        context.log.info(f"{symbol}: {len(tick_frames[symbol])} ticks, {len(feature_frames[symbol])} feature rows")
+    dataset = build_dataset(spec, tick_frames, feature_frames)
+    folder = dataset.save(dataset_store.folder(config.name))
+    meta = dataset.meta
+    context.log.info(f"dataset {config.name}: rows {meta.rows}, dropped {meta.dropped}, fingerprint {meta.fingerprint}")
+    x_train, y_train = dataset.xy("train")
+    mi = mutual_information(x_train, y_train, dataset.feature_names)
+    heatmap = correlation_heatmap_png(x_train, dataset.feature_names, f"feature correlation, training span ({config.name})")
+    chart = importance_chart_png(mi, f"mutual information with the {spec.target} label, training span")
+    return dg.MaterializeResult(
+        metadata={
+            "path": dg.MetadataValue.path(str(folder)),
+            "symbols": dg.MetadataValue.text(", ".join(spec.symbols)),
+            "range": dg.MetadataValue.text(f"{spec.start} .. {spec.end}"),
+            "rows": dg.MetadataValue.json(meta.rows),
+            "dropped": dg.MetadataValue.json(meta.dropped),
+            "boundaries": dg.MetadataValue.json({"validation_from": meta.boundaries[0], "test_from": meta.boundaries[1]}),
+            "class_balance": _balance_table(meta.class_balance),
+            "features": FEATURE_TABLE,
+            "garch": dg.MetadataValue.json({s: f.garch.model_dump() for s, f in meta.fitted.items()}),
+            "fingerprint": dg.MetadataValue.text(meta.fingerprint),
+            "correlation_heatmap": dg.MetadataValue.md(markdown_image(heatmap, "correlation")),
+            "mutual_information": dg.MetadataValue.md(markdown_image(chart, "mutual information")),
+        }
+    )
+
+
+@dg.asset_check(asset=features, partitions_def=TICK_PARTITIONS, blocking=True, description="No NaN or inf after the warm-up")
+def features_defined_after_warmup(
+    context: dg.AssetCheckExecutionContext, tick_store: TickStoreResource, feature_store: FrameStoreResource
+) -> dg.AssetCheckResult:
+    day, symbol = partition_day_symbol(context)
+    frame = feature_store.store().read_day(symbol, day)
+    values = frame.drop(columns="epoch").to_numpy()
+    infinite = int(np.isinf(values).sum())
+    undefined = np.flatnonzero(warmup_rows(frame))
+    had_previous = tick_store.store().path(symbol, date.fromordinal(day.toordinal() - 1)).exists()
+    allowed = 0 if had_previous else registry.WARMUP_TICKS
+    late = undefined[undefined >= allowed]
+    return dg.AssetCheckResult(
+        passed=infinite == 0 and late.size == 0,
+        metadata={"inf_values": infinite, "rows_in_warmup": int(undefined.size), "undefined_after_warmup": int(late.size)},
+        description=None if late.size == 0 else f"first undefined row after the warm-up: {int(late[0])}",
+    )
+
+
+def _load(context: dg.AssetCheckExecutionContext) -> Dataset:
+    """The dataset the latest materialization wrote (its folder depends on the run's config)."""
+    event = context.instance.get_latest_materialization_event(training_dataset.key)
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure("training_dataset has not been materialized")
+    return Dataset.load(event.asset_materialization.metadata["path"].value)
+
+
+@dg.asset_check(asset=training_dataset, blocking=True, description="Every feature value finite, every label resolved")
+def dataset_finite(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    dataset = _load(context)
+    values = dataset.frame[dataset.feature_names].to_numpy()
+    bad = int((~np.isfinite(values)).sum())
+    unresolved = int((dataset.frame[["direction", "barrier"]] < 0).to_numpy().sum())
+    return dg.AssetCheckResult(
+        passed=bad == 0 and unresolved == 0, metadata={"non_finite_values": bad, "unresolved_labels": unresolved}
+    )
+
+
+@dg.asset_check(asset=training_dataset, blocking=True, description="Splits disjoint in time; no label window crosses a boundary")
+def dataset_splits_disjoint(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    dataset = _load(context)
+    frame, (b1, b2) = dataset.frame, dataset.meta.boundaries
+    resolve = frame[["direction_resolve_epoch", "barrier_resolve_epoch"]].max(axis=1)
+    span_end = {"train": b1, "validation": b2}
+    crossing = {s: int((resolve[frame["split"] == s] >= end).sum()) for s, end in span_end.items()}
+    outside = {
+        "train": int((frame.loc[frame["split"] == "train", "epoch"] >= b1).sum()),
+        "validation": int(
+            (
+                (frame.loc[frame["split"] == "validation", "epoch"] < b1)
+                | (frame.loc[frame["split"] == "validation", "epoch"] >= b2)
+            ).sum()
+        ),
+        "test": int((frame.loc[frame["split"] == "test", "epoch"] < b2).sum()),
+    }
+    shared = int(frame.duplicated(subset=["symbol", "epoch"]).sum())
+    passed = not any(crossing.values()) and not any(outside.values()) and shared == 0
+    return dg.AssetCheckResult(
+        passed=passed, metadata={"labels_crossing_boundary": crossing, "rows_outside_span": outside, "rows_in_two_splits": shared}
+    )
+
+
+@dg.asset_check(asset=training_dataset, blocking=False, description="Class balance per split (warns below 1 % for a class)")
+def dataset_class_balance(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    balance = _load(context).meta.class_balance
+    rare = {split: [c for c, share in shares.items() if share < 0.01] for split, shares in balance.items()}
+    rare = {split: classes for split, classes in rare.items() if classes}
+    return dg.AssetCheckResult(
+        passed=not rare,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={split: dg.MetadataValue.json(balance[split]) for split in SPLITS},
+        description=f"classes under 1 %: {rare}" if rare else "every class has at least 1 % of each split",
+    )

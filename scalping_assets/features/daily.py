@@ -1,0 +1,75 @@
+"""Per-day features and labels across partition boundaries, and a store for derived day frames.
+
+Features of day D are computed on the last WARMUP_TICKS ticks of day D-1 followed by day D, so no
+value depends on where a file starts; only the very first stored day has warm-up rows (NaN). Labels of
+day D may resolve in the first ticks of day D+1, which are read when stored.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..market.store import TickStore, TickStoreError, write_parquet_atomic
+from ..market.symbols import get_symbol
+from .batch import compute_features
+from .labels import LabelSpec, label_frame
+from .registry import WARMUP_TICKS
+
+
+class FrameStore:
+    """Derived frames (features, labels) as `<root>/<symbol>/<YYYY-MM-DD>.parquet`, written atomically."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, symbol: str, day: date) -> Path:
+        get_symbol(symbol)
+        return self.root / symbol / f"{day.isoformat()}.parquet"
+
+    def write_day(self, symbol: str, day: date, frame: pd.DataFrame) -> Path:
+        return write_parquet_atomic(pa.Table.from_pandas(frame, preserve_index=False), self.path(symbol, day))
+
+    def read_day(self, symbol: str, day: date) -> pd.DataFrame:
+        path = self.path(symbol, day)
+        if not path.exists():
+            raise FileNotFoundError(f"nothing stored for {symbol} on {day} (expected {path})")
+        try:
+            return pq.read_table(path).to_pandas()
+        except (pa.ArrowException, OSError) as exc:
+            raise TickStoreError(f"{path}: unreadable Parquet file ({exc})") from exc
+
+    def missing(self, symbol: str, days: list[date]) -> list[date]:
+        return [day for day in days if not self.path(symbol, day).exists()]
+
+
+def _neighbour(store: TickStore, symbol: str, day: date) -> pd.DataFrame | None:
+    return store.read_day(symbol, day) if store.path(symbol, day).exists() else None
+
+
+def day_features(store: TickStore, symbol: str, day: date) -> tuple[pd.DataFrame, int]:
+    """(features of the day's ticks, number of warm-up ticks taken from the previous day)."""
+    ticks = store.read_day(symbol, day)
+    previous = _neighbour(store, symbol, day - timedelta(days=1))
+    warmup = previous.tail(WARMUP_TICKS) if previous is not None else ticks.iloc[:0]
+    frame = compute_features(pd.concat([warmup, ticks], ignore_index=True), get_symbol(symbol).pip_size)
+    return frame.iloc[len(warmup) :].reset_index(drop=True), len(warmup)
+
+
+def day_labels(store: TickStore, symbol: str, day: date, spec: LabelSpec) -> tuple[pd.DataFrame, int]:
+    """(labels of the day's ticks, number of look-ahead ticks taken from the next day)."""
+    ticks = store.read_day(symbol, day)
+    following = _neighbour(store, symbol, day + timedelta(days=1))
+    ahead = following.head(spec.max_lookahead) if following is not None else ticks.iloc[:0]
+    frame = label_frame(pd.concat([ticks, ahead], ignore_index=True), get_symbol(symbol).pip_size, spec)
+    return frame.iloc[: len(ticks)].reset_index(drop=True), len(ahead)
+
+
+def warmup_rows(frame: pd.DataFrame) -> np.ndarray:
+    """Rows with at least one undefined feature (the warm-up at the start of the stored history)."""
+    return ~np.isfinite(frame.drop(columns="epoch").to_numpy()).all(axis=1)

@@ -1,0 +1,262 @@
+"""Training datasets: temporal split with purge and embargo, training-span-only fitting, windows.
+
+Split rule (all symbols share the calendar): the epochs of all candidate samples are cut at their
+70 % and 85 % quantiles (configurable). A sample belongs to the span its tick lies in; it is purged
+when its label (either kind) resolves at or after the next boundary, so no training label uses a
+validation or test price, and no validation label a test price. The first `embargo_ticks` ticks of
+each symbol after a boundary are dropped too. The GARCH parameters, the regime scale and the
+normalisation are fitted on the training span only and applied unchanged to the later spans.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field, model_validator
+from sklearn.preprocessing import StandardScaler
+
+from ..market.simulator import day_start_epoch
+from ..market.symbols import get_symbol
+from . import registry as R
+from .batch import compute_features, fitted_features, log_returns_bp, pips
+from .fitted import FittedFeatures, fit_features
+from .labels import UNRESOLVED, LabelSpec, class_balance, label_frame
+
+SPLITS = ("train", "validation", "test")
+
+
+class SplitSpec(BaseModel):
+    train: float = Field(default=0.70, gt=0, lt=1)
+    validation: float = Field(default=0.15, gt=0, lt=1)
+    test: float = Field(default=0.15, gt=0, lt=1)
+    embargo_ticks: int = Field(default=100, ge=0, description="ticks dropped after each boundary, per symbol")
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> SplitSpec:
+        if abs(self.train + self.validation + self.test - 1) > 1e-9:
+            raise ValueError(f"split fractions must sum to 1, got {self.train} + {self.validation} + {self.test}")
+        return self
+
+
+class DatasetSpec(BaseModel):
+    symbols: list[str] = Field(min_length=1)
+    start: date
+    end: date  # inclusive
+    labels: LabelSpec = LabelSpec()
+    target: Literal["direction", "barrier"] = "direction"
+    sequence_length: int = Field(default=100, ge=1)
+    split: SplitSpec = SplitSpec()
+
+    @model_validator(mode="after")
+    def _valid(self) -> DatasetSpec:
+        for symbol in self.symbols:
+            get_symbol(symbol)
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
+
+    @property
+    def start_epoch(self) -> int:
+        return day_start_epoch(self.start)
+
+    @property
+    def end_epoch(self) -> int:
+        """First epoch after the range."""
+        return day_start_epoch(self.end + timedelta(days=1))
+
+
+class DatasetMeta(BaseModel):
+    spec: DatasetSpec
+    feature_names: list[str]
+    boundaries: list[int]  # epochs where validation and test begin
+    scaler_mean: list[float]
+    scaler_scale: list[float]
+    fitted: dict[str, FittedFeatures]
+    rows: dict[str, int]
+    dropped: dict[str, int]
+    class_balance: dict[str, dict[str, float]]
+    fingerprint: str
+
+
+@dataclass
+class SequenceWindows:
+    """Lazy (window, label) pairs: window i is rows ends[i]-L+1..ends[i] of one symbol's contiguous ticks."""
+
+    x: np.ndarray  # scaled features of the split, float32, rows ordered by symbol then tick
+    y: np.ndarray
+    ends: np.ndarray
+    length: int
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    def __getitem__(self, index) -> tuple[np.ndarray, np.ndarray]:
+        ends = np.atleast_1d(self.ends[index])
+        rows = ends[:, None] - self.length + 1 + np.arange(self.length)
+        windows = self.x[rows]
+        return (windows, self.y[ends]) if np.ndim(index) else (windows[0], self.y[ends[0]])
+
+
+@dataclass
+class Dataset:
+    frame: pd.DataFrame  # symbol, epoch, tick, split, raw features, labels
+    meta: DatasetMeta
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.meta.feature_names
+
+    def rows(self, split: str) -> pd.DataFrame:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; one of {SPLITS}")
+        return self.frame[self.frame["split"] == split]
+
+    def scale(self, raw: np.ndarray) -> np.ndarray:
+        return ((raw - np.asarray(self.meta.scaler_mean)) / np.asarray(self.meta.scaler_scale)).astype(np.float32)
+
+    def xy(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """Scaled flat features and target labels of a split (for trees)."""
+        part = self.rows(split)
+        return self.scale(part[self.feature_names].to_numpy()), part[self.meta.spec.target].to_numpy(np.int64)
+
+    def windows(self, split: str, length: int | None = None) -> SequenceWindows:
+        """Sliding windows of `sequence_length` consecutive ticks of one symbol (for sequence models)."""
+        length = length or self.meta.spec.sequence_length
+        x, y = self.xy(split)
+        part = self.rows(split)
+        ticks = part["tick"].to_numpy()
+        symbols = part["symbol"].to_numpy()
+        ends = np.arange(length - 1, len(part))
+        if len(ends):
+            starts = ends - length + 1
+            ends = ends[(ticks[ends] - ticks[starts] == length - 1) & (symbols[ends] == symbols[starts])]
+        return SequenceWindows(x, y, ends, length)
+
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.frame.to_parquet(folder / "rows.parquet", index=False)
+        (folder / "meta.json").write_text(self.meta.model_dump_json(indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Dataset:
+        folder = Path(folder)
+        if not (folder / "meta.json").exists():
+            raise FileNotFoundError(f"no dataset in {folder} (meta.json missing): materialize training_dataset first")
+        meta = DatasetMeta.model_validate_json((folder / "meta.json").read_text())
+        return cls(pd.read_parquet(folder / "rows.parquet"), meta)
+
+
+def _symbol_rows(
+    spec: DatasetSpec, symbol: str, ticks: pd.DataFrame, features: pd.DataFrame | None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(in-range rows with base features and labels, all ticks) for one symbol."""
+    pip = get_symbol(symbol).pip_size
+    ticks = ticks.sort_values("epoch").reset_index(drop=True)
+    epochs = ticks["epoch"].to_numpy(np.int64)
+    if features is None:
+        features = compute_features(ticks, pip)
+    labels = label_frame(ticks, pip, spec.labels)
+    frame = features.merge(labels, on="epoch", how="inner", validate="one_to_one")
+    tick_index = pd.Series(np.arange(len(ticks)), index=epochs)
+    frame.insert(0, "tick", tick_index.reindex(frame["epoch"]).to_numpy())
+    frame.insert(0, "symbol", symbol)
+    in_range = (frame["epoch"] >= spec.start_epoch) & (frame["epoch"] < spec.end_epoch)
+    return frame.loc[in_range].reset_index(drop=True), ticks
+
+
+def _assign_splits(frame: pd.DataFrame, boundaries: list[int], embargo: int, tick_epochs: np.ndarray) -> pd.Series:
+    epochs = frame["epoch"].to_numpy()
+    split = np.select([epochs < boundaries[0], epochs < boundaries[1]], [0, 1], 2)
+    resolve = np.maximum(frame["direction_resolve_epoch"].to_numpy(), frame["barrier_resolve_epoch"].to_numpy())
+    keep = np.ones(len(frame), bool)
+    for i, boundary in enumerate(boundaries):
+        keep &= ~((split == i) & (resolve >= boundary))  # purge: the label reaches into the next span
+        first_after = int(np.searchsorted(tick_epochs, boundary))
+        keep &= ~((split == i + 1) & (frame["tick"].to_numpy() < first_after + embargo))
+    labels = np.where(keep, np.array(SPLITS, dtype=object)[split], None)
+    return pd.Series(labels, index=frame.index)
+
+
+def _fingerprint(frame: pd.DataFrame) -> str:
+    digest = hashlib.sha256()
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def build_dataset(
+    spec: DatasetSpec,
+    ticks: dict[str, pd.DataFrame],
+    features: dict[str, pd.DataFrame] | None = None,
+) -> Dataset:
+    """Assemble the dataset from each symbol's ticks (which may start before `spec.start`: that is
+    warm-up) and optionally its precomputed base features (computed here when absent)."""
+    missing = [s for s in spec.symbols if s not in ticks or ticks[s].empty]
+    if missing:
+        raise ValueError(f"no ticks for {missing} between {spec.start} and {spec.end}")
+    per_symbol = {s: _symbol_rows(spec, s, ticks[s], (features or {}).get(s)) for s in spec.symbols}
+    base = R.feature_names(fitted=False)
+    candidates = np.concatenate(
+        [f["epoch"].to_numpy()[np.isfinite(f[base].to_numpy()).all(axis=1)] for f, _ in per_symbol.values()]
+    )
+    if len(candidates) < 100:
+        raise ValueError(f"only {len(candidates)} samples after warm-up in {spec.start}..{spec.end}: too few to split")
+    cuts = np.cumsum([spec.split.train, spec.split.validation])
+    boundaries = [int(np.quantile(candidates, c, method="lower")) for c in cuts]
+
+    frames, fitted = [], {}
+    for symbol, (frame, tick_frame) in per_symbol.items():
+        pip = get_symbol(symbol).pip_size
+        quotes = tick_frame["quote"].to_numpy(np.float64)
+        tick_epochs = tick_frame["epoch"].to_numpy(np.int64)
+        train_ticks = (tick_epochs >= spec.start_epoch) & (tick_epochs < boundaries[0])
+        train_ticks[0] = False  # the first tick has no return
+        rows = frame["tick"].to_numpy()
+        rv = np.full(len(quotes), np.nan)
+        rv[rows] = frame[f"rv_{R.REGIME_RV_WINDOW}"].to_numpy()
+        fitted[symbol] = fit_features(log_returns_bp(pips(quotes, pip))[train_ticks], rv[train_ticks])
+        for name, values in fitted_features(quotes, pip, rv, fitted[symbol]).items():
+            frame[name] = values[rows]
+        frame["split"] = _assign_splits(frame, boundaries, spec.split.embargo_ticks, tick_epochs)
+        frames.append(frame)
+    frame = pd.concat(frames, ignore_index=True)
+    names = R.feature_names(fitted=True)
+    target_resolved = (frame["direction"] != UNRESOLVED) & (frame["barrier"] != UNRESOLVED)
+    finite = np.isfinite(frame[names].to_numpy()).all(axis=1)
+    dropped = {
+        "warm-up": int((~finite).sum()),
+        "unresolved label": int((finite & ~target_resolved).sum()),
+        "purge/embargo": int((finite & target_resolved & frame["split"].isna()).sum()),
+    }
+    frame = frame.loc[finite & target_resolved & frame["split"].notna()]
+    frame = frame[["symbol", "epoch", "tick", "split", *names, *label_columns(frame)]].reset_index(drop=True)
+    counts = {s: int((frame["split"] == s).sum()) for s in SPLITS}
+    empty = [s for s, c in counts.items() if c == 0]
+    if empty:
+        raise ValueError(f"split(s) {empty} are empty after purge and embargo: widen the date range")
+    scaler = StandardScaler().fit(frame.loc[frame["split"] == "train", names].to_numpy())
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    meta = DatasetMeta(
+        spec=spec,
+        feature_names=names,
+        boundaries=boundaries,
+        scaler_mean=scaler.mean_.tolist(),
+        scaler_scale=scale.tolist(),
+        fitted=fitted,
+        rows=counts,
+        dropped=dropped,
+        class_balance={s: class_balance(frame.loc[frame["split"] == s, spec.target].to_numpy()) for s in SPLITS},
+        fingerprint=_fingerprint(frame),
+    )
+    return Dataset(frame, meta)
+
+
+def label_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith(("direction", "barrier"))]
