@@ -8,6 +8,7 @@ import pytest
 from scalping_assets.features import registry as R
 from scalping_assets.features.dataset import SPLITS, Dataset, DatasetSpec, SplitSpec, build_dataset
 from scalping_assets.features.labels import Barriers, LabelSpec
+from scalping_assets.features.plots import NOISE, mutual_information, mutual_information_png
 from scalping_assets.market.simulator import simulator
 from scalping_assets.market.symbols import UnknownSymbolError
 
@@ -119,3 +120,18 @@ def test_bad_specs_are_refused_with_a_reason():
         DatasetSpec(symbols=["NOPE"], start=date(2026, 1, 2), end=date(2026, 1, 2))
     with pytest.raises(ValueError, match="no ticks"):
         build_dataset(SPEC, {"SIG_AR1": _ticks()["SIG_AR1"]})
+
+
+def test_mutual_information_finds_the_informative_column_and_ignores_constants():
+    rng = np.random.default_rng(0)
+    n = 6_000
+    signal = rng.normal(size=n)
+    y = (signal + 0.5 * rng.normal(size=n) > 0).astype(int)
+    x = np.column_stack([signal, rng.normal(size=n), np.zeros(n)])
+    groups = np.array(["A"] * n)
+    scores = mutual_information(x, y, groups, ["signal", "noise", "constant"], stride=1)["A"]
+    assert scores["constant"] == 0.0
+    assert scores["signal"] > 0.2
+    assert abs(scores["noise"]) < 5 * max(scores[NOISE], 1e-3)
+    png = mutual_information_png({"A": scores}, "mi")
+    assert png.startswith(b"\x89PNG")

@@ -13,7 +13,7 @@ from scalping_assets.features import registry
 from scalping_assets.features.daily import day_features, day_labels, warmup_rows
 from scalping_assets.features.dataset import SPLITS, Dataset, DatasetSpec, SplitSpec, build_dataset
 from scalping_assets.features.labels import CLASSES, Barriers, LabelSpec, class_balance
-from scalping_assets.features.plots import correlation_heatmap_png, importance_chart_png, mutual_information
+from scalping_assets.features.plots import correlation_heatmap_png, mutual_information, mutual_information_png
 from scalping_assets.market.simulator import DEFAULT_ORIGIN
 from scalping_assets.partitions import TICK_PARTITIONS
 from scalping_assets.plotting import markdown_image
@@ -205,9 +205,12 @@ def training_dataset(
     meta = dataset.meta
     context.log.info(f"dataset {config.name}: rows {meta.rows}, dropped {meta.dropped}, fingerprint {meta.fingerprint}")
     x_train, y_train = dataset.xy("train")
-    mi = mutual_information(x_train, y_train, dataset.feature_names)
-    heatmap = correlation_heatmap_png(x_train, dataset.feature_names, f"feature correlation, training span ({config.name})")
-    chart = importance_chart_png(mi, f"mutual information with the {spec.target} label, training span")
+    groups = dataset.rows("train")["symbol"].to_numpy()
+    mi = mutual_information(x_train, y_train, groups, dataset.feature_names, stride=spec.target_lookahead)
+    heatmap = correlation_heatmap_png(
+        x_train, groups, dataset.feature_names, f"feature correlation, training span ({config.name})"
+    )
+    chart = mutual_information_png(mi, f"mutual information with the {spec.target} label, training span")
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(folder)),

@@ -62,6 +62,11 @@ class DatasetSpec(BaseModel):
         return self
 
     @property
+    def target_lookahead(self) -> int:
+        """Ticks the training target looks ahead: rows this far apart have non-overlapping labels."""
+        return self.labels.horizon if self.target == "direction" else self.labels.barriers.max_hold_ticks
+
+    @property
     def start_epoch(self) -> int:
         return day_start_epoch(self.start)
 
