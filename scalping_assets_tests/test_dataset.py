@@ -87,6 +87,9 @@ def test_sequence_windows_are_contiguous_ticks_of_one_symbol(dataset):
         rows = part.iloc[end - 49 : end + 1]
         assert rows["symbol"].nunique() == 1
         assert (np.diff(rows["tick"].to_numpy()) == 1).all()
+    batch_x, batch_y = windows[2:6]
+    assert batch_x.shape == (4, 50, len(dataset.feature_names)) and batch_y.shape == (4,)
+    assert np.array_equal(batch_x[0], windows[2][0])
     expected = dataset.scale(part.iloc[windows.ends[0] - 49 : windows.ends[0] + 1][dataset.feature_names].to_numpy())
     assert np.array_equal(windows[0][0], expected)
     assert windows[0][1] == part[SPEC.target].iloc[windows.ends[0]]

@@ -123,6 +123,18 @@ def test_batch_rejects_bad_ticks_with_the_row():
         compute_features(broken, 0.01)
     with pytest.raises(FeatureInputError, match="bid and ask"):
         compute_features(ticks, 0.01, spread=True)
+    with pytest.raises(FeatureInputError, match="half a pip"):
+        compute_features(ticks.assign(quote=ticks["quote"].where(ticks.index != 3, 0.004)), 0.01)
+    with pytest.raises(FeatureInputError, match="no ticks"):
+        compute_features(ticks.iloc[:0], 0.01)
+
+
+def test_regime_is_a_function_even_on_tied_percentiles():
+    fitted = fitted_on_prefix(sim_ticks("R_100", 4_000), "R_100", 4_000)
+    fitted = fitted.model_copy(update={"rv_knots": [1.0] * 50 + [2.0] * 51})
+    assert fitted.regime(1.0) == pytest.approx(49 / 100)
+    assert fitted.regime(np.nextafter(2.0, 0)) < fitted.regime(2.0) == 1.0
+    assert fitted.regime(0.5) == 0.0 and np.isnan(fitted.regime(np.nan))
 
 
 def test_garch_forecast_matches_arch_for_the_same_parameters():

@@ -98,7 +98,11 @@ def test_label_frame_resolve_epochs_and_balance():
     balance = class_balance(frame["direction"].to_numpy())
     assert sum(balance.values()) == pytest.approx(1.0)
     assert 0.4 < balance["UP"] < 0.6, "the planted AR(1) has no drift"
-    assert frame["barrier"].iloc[-1] == UNRESOLVED or frame["barrier_resolve_epoch"].iloc[-1] <= epochs[-1]
+    resolved = frame["barrier"] >= 0
+    assert (frame.loc[resolved, "barrier_resolve_epoch"] > frame.loc[resolved, "epoch"]).all()
+    assert (frame.loc[~resolved, "barrier_resolve_epoch"] == -1).all()
+    assert not resolved.iloc[:100].any(), "sigma barriers need 100 ticks of history"
+    assert resolved.iloc[100:-30].all(), "every entry with history and 30 ticks ahead resolves"
 
 
 def test_bad_label_specs_are_refused():

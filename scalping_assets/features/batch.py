@@ -52,13 +52,15 @@ class FeatureInputError(ValueError):
     """Ticks that features cannot be computed from; the message says which tick and why."""
 
 
-def validate_ticks(epochs: np.ndarray, quotes: np.ndarray) -> None:
+def validate_ticks(epochs: np.ndarray, quotes: np.ndarray, pip_size: float) -> None:
     if len(epochs) != len(quotes):
         raise FeatureInputError(f"{len(epochs)} epochs but {len(quotes)} quotes")
-    bad = np.flatnonzero(~np.isfinite(quotes) | (quotes <= 0))
+    if len(quotes) == 0:
+        raise FeatureInputError("no ticks to compute features from")
+    bad = np.flatnonzero(~np.isfinite(quotes) | (quotes < pip_size / 2))
     if bad.size:
         raise FeatureInputError(
-            f"quote at row {bad[0]} (epoch {epochs[bad[0]]}) is {quotes[bad[0]]}: quotes must be finite and > 0"
+            f"quote at row {bad[0]} (epoch {epochs[bad[0]]}) is {quotes[bad[0]]}: quotes must be finite and at least half a pip"
         )
     steps = np.diff(epochs)
     if (steps <= 0).any():
@@ -136,7 +138,7 @@ def base_features(epochs: np.ndarray, quotes: np.ndarray, pip_size: float) -> di
     """Every base feature as float64 columns of the same length as the ticks (NaN during warm-up)."""
     epochs = np.asarray(epochs, np.int64)
     quotes = np.asarray(quotes, np.float64)
-    validate_ticks(epochs, quotes)
+    validate_ticks(epochs, quotes, pip_size)
     n = len(quotes)
     k = pips(quotes, pip_size)
     d = np.zeros(n, np.int64)

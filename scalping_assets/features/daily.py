@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from ..market.store import TickStore, TickStoreError, write_parquet_atomic
 from ..market.symbols import get_symbol
 from .batch import compute_features
-from .labels import LabelSpec, label_frame
+from .labels import SIGMA_WINDOW, LabelSpec, label_frame
 from .registry import WARMUP_TICKS
 
 
@@ -62,12 +62,18 @@ def day_features(store: TickStore, symbol: str, day: date) -> tuple[pd.DataFrame
 
 
 def day_labels(store: TickStore, symbol: str, day: date, spec: LabelSpec) -> tuple[pd.DataFrame, int]:
-    """(labels of the day's ticks, number of look-ahead ticks taken from the next day)."""
+    """(labels of the day's ticks, number of look-ahead ticks taken from the next day).
+
+    Barriers in units of recent volatility also need the SIGMA_WINDOW ticks before each entry, which
+    for the first ticks of the day come from the previous day.
+    """
     ticks = store.read_day(symbol, day)
+    previous = _neighbour(store, symbol, day - timedelta(days=1))
+    behind = previous.tail(SIGMA_WINDOW) if previous is not None else ticks.iloc[:0]
     following = _neighbour(store, symbol, day + timedelta(days=1))
     ahead = following.head(spec.max_lookahead) if following is not None else ticks.iloc[:0]
-    frame = label_frame(pd.concat([ticks, ahead], ignore_index=True), get_symbol(symbol).pip_size, spec)
-    return frame.iloc[: len(ticks)].reset_index(drop=True), len(ahead)
+    frame = label_frame(pd.concat([behind, ticks, ahead], ignore_index=True), get_symbol(symbol).pip_size, spec)
+    return frame.iloc[len(behind) : len(behind) + len(ticks)].reset_index(drop=True), len(ahead)
 
 
 def warmup_rows(frame: pd.DataFrame) -> np.ndarray:

@@ -102,10 +102,12 @@ class SequenceWindows:
         return len(self.ends)
 
     def __getitem__(self, index) -> tuple[np.ndarray, np.ndarray]:
+        """One window (int index) as (L, F) and its label, or a batch (slice, array) as (B, L, F) and labels."""
+        single = isinstance(index, int | np.integer)
         ends = np.atleast_1d(self.ends[index])
         rows = ends[:, None] - self.length + 1 + np.arange(self.length)
         windows = self.x[rows]
-        return (windows, self.y[ends]) if np.ndim(index) else (windows[0], self.y[ends[0]])
+        return (windows[0], self.y[ends[0]]) if single else (windows, self.y[ends])
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 from pydantic import BaseModel
 
@@ -17,8 +19,19 @@ class FittedFeatures(BaseModel):
     rv_knots: list[float]  # percentiles 0..100 of the training span's regime RV
 
     def regime(self, rv: np.ndarray | float) -> np.ndarray | float:
-        """Empirical CDF of the training RV at `rv` (NaN stays NaN)."""
-        return np.interp(rv, self.rv_knots, REGIME_LEVELS, left=0.0, right=1.0)
+        """Empirical CDF of the training RV at `rv`, interpolated between percentiles (NaN stays NaN).
+
+        Tied percentiles (a clustered RV) keep the highest level, so the curve is a function even
+        where it jumps.
+        """
+        xp, fp = self._regime_curve
+        return np.interp(rv, xp, fp, left=0.0, right=1.0)
+
+    @cached_property
+    def _regime_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        knots = np.asarray(self.rv_knots)
+        xp, last = np.unique(knots[::-1], return_index=True)
+        return xp, REGIME_LEVELS[len(knots) - 1 - last]
 
 
 def fit_features(returns_bp: np.ndarray, regime_rv: np.ndarray, max_obs: int = DEFAULT_MAX_FIT_OBS) -> FittedFeatures:

@@ -4,7 +4,9 @@ The one-step forecast at tick t is exactly what `arch` forecasts for the same pa
 `window` returns r_{t-window+1..t}: the recursion starts at arch's own backcast (an exponentially
 weighted mean of the window's first 75 squared residuals) and runs to t. Starting every forecast from a
 fixed-length window, rather than from the first tick ever seen, gives the feature a finite look-back:
-it cannot depend on where a file or a live stream begins. Nothing is refitted per tick.
+it cannot depend on where a file or a live stream begins. Nothing is refitted per tick. (arch also
+clips each variance of its recursion at a loose lower bound, 1e-8 of the sample variance or 1e-6 of an
+EWMA; with fitted parameters it is never reached, and the test compares on fitted parameters.)
 
 Unrolled, with e_j = r_j - mu and b the backcast:
     sigma2_{t+1} = omega * sum_{j<W} beta^j + alpha * sum_{j<W} beta^j e_{t-j}^2 + beta^W (omega + (alpha + beta) b)
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import warnings
 from collections import deque
 
@@ -128,7 +131,7 @@ class GarchFilter:
         if len(self._e2) < self.window:
             return math.nan
         y_lag = self._y[0] if len(self._y) == self.window + 1 else 0.0
-        backcast = sum(w * x for w, x in zip(self._weights, itertools.islice(self._e2, len(self._weights)), strict=True))
+        backcast = sum(map(operator.mul, self._weights, itertools.islice(self._e2, len(self._weights))))
         return (
             self._constant
             + p.alpha * (self._last_y - self._decay * y_lag)

@@ -17,6 +17,13 @@ from .batch import LIMB, MAX_ABS_RETURN_BP, FeatureInputError
 from .fitted import FittedFeatures
 from .garch import GarchFilter
 
+
+# numpy's log, not math.log: they differ in the last bit for about 1 % of inputs, and the regime's
+# empirical CDF can turn one bit of RV into a jump between percentiles.
+def _log(x: float) -> float:
+    return float(np.log(x))
+
+
 _LOG2_FACTOR = {w: math.sqrt(4 * math.log(2) * w) for w in R.PARKINSON_WINDOWS}
 NAN = math.nan
 
@@ -111,8 +118,8 @@ class FeatureState:
 
     def update(self, epoch: int, quote: float, bid: float | None = None, ask: float | None = None) -> np.ndarray:
         """Feature vector (in `self.names` order) of this tick; NaN where the warm-up is not over."""
-        if not (math.isfinite(quote) and quote > 0):
-            raise FeatureInputError(f"quote at epoch {epoch} is {quote}: quotes must be finite and > 0")
+        if not (math.isfinite(quote) and quote >= self.pip_size / 2):
+            raise FeatureInputError(f"quote at epoch {epoch} is {quote}: quotes must be finite and at least half a pip")
         if self._last_epoch is not None and epoch <= self._last_epoch:
             raise FeatureInputError(f"epochs must increase strictly: {epoch} after {self._last_epoch}")
         if self.spread and not (bid is not None and ask is not None and math.isfinite(bid) and math.isfinite(ask)):
@@ -123,7 +130,7 @@ class FeatureState:
         first = t == 0
         d = 0 if first else k - self._last_k
         s = (d > 0) - (d < 0)
-        r = 0.0 if first else min(max(1e4 * math.log(k / self._last_k), -MAX_ABS_RETURN_BP), MAX_ABS_RETURN_BP)
+        r = 0.0 if first else min(max(1e4 * _log(k / self._last_k), -MAX_ABS_RETURN_BP), MAX_ABS_RETURN_BP)
         self._epochs.append(epoch)
         self._k_history.append(k)
         if not first:
@@ -155,14 +162,14 @@ class FeatureState:
         highs = {w: ext.push(t, k) for w, ext in self._high.items()}
         lows = {w: ext.push(t, k) for w, ext in self._low.items()}
         for w in R.PARKINSON_WINDOWS:
-            values[f"parkinson_{w}"] = 1e4 * math.log(highs[w] / lows[w]) / _LOG2_FACTOR[w] if t >= w else NAN
+            values[f"parkinson_{w}"] = 1e4 * _log(highs[w] / lows[w]) / _LOG2_FACTOR[w] if t >= w else NAN
         rv_long = values["rv_500"]
         values["vol_ratio"] = NAN if math.isnan(rv_long) else (0.0 if rv_long == 0 else values["rv_20"] / rv_long)
         for w in R.LEVEL_WINDOWS:
-            values[f"dist_support_{w}"] = 1e4 * math.log(k / lows[w]) if t >= w else NAN
-            values[f"dist_resistance_{w}"] = 1e4 * math.log(highs[w] / k) if t >= w else NAN
+            values[f"dist_support_{w}"] = 1e4 * _log(k / lows[w]) if t >= w else NAN
+            values[f"dist_resistance_{w}"] = 1e4 * _log(highs[w] / k) if t >= w else NAN
         for w in R.MOMENTUM_WINDOWS:
-            values[f"momentum_{w}"] = 1e4 * math.log(k / self._k_history[-1 - w]) if t >= w else NAN
+            values[f"momentum_{w}"] = 1e4 * _log(k / self._k_history[-1 - w]) if t >= w else NAN
         a = R.ACCEL_WINDOW
         self._momentum.append(values[f"momentum_{a}"])
         values[f"accel_{a}"] = values[f"momentum_{a}"] - self._momentum[0] if t >= 2 * a else NAN
@@ -199,7 +206,7 @@ class FeatureState:
             return dict.fromkeys(("ticks_since_event", "last_event_sign", "event_rate", "trend_since_event"), NAN)
         since = R.EVENT_HORIZON if self._last_event is None else min(t - self._last_event[0], R.EVENT_HORIZON)
         sign = self._last_event[1] if since < R.EVENT_HORIZON else 0
-        trend = 0.0 if since == 0 else 1e4 * math.log(k / self._k_history[-1 - since]) / since
+        trend = 0.0 if since == 0 else 1e4 * _log(k / self._k_history[-1 - since]) / since
         return {
             "ticks_since_event": float(since),
             "last_event_sign": float(sign),
