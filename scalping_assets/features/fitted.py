@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel
@@ -24,14 +24,14 @@ class FittedFeatures(BaseModel):
         Tied percentiles (a clustered RV) keep the highest level, so the curve is a function even
         where it jumps.
         """
-        xp, fp = self._regime_curve
+        xp, fp = _regime_curve(tuple(self.rv_knots))
         return np.interp(rv, xp, fp, left=0.0, right=1.0)
 
-    @cached_property
-    def _regime_curve(self) -> tuple[np.ndarray, np.ndarray]:
-        knots = np.asarray(self.rv_knots)
-        xp, last = np.unique(knots[::-1], return_index=True)
-        return xp, REGIME_LEVELS[len(knots) - 1 - last]
+
+@lru_cache(maxsize=64)
+def _regime_curve(knots: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    xp, last = np.unique(np.asarray(knots)[::-1], return_index=True)
+    return xp, REGIME_LEVELS[len(knots) - 1 - last]
 
 
 def fit_features(returns_bp: np.ndarray, regime_rv: np.ndarray, max_obs: int = DEFAULT_MAX_FIT_OBS) -> FittedFeatures:
