@@ -22,7 +22,15 @@ from scalping_assets.resources import (
     SimulatorResource,
     TickStoreResource,
 )
-from scalping_assets.schedules import daily_ticks_schedule, dataset_job, features_job, ticks_job
+from scalping_assets.schedules import (
+    daily_job,
+    daily_labels_schedule,
+    daily_ticks_schedule,
+    dataset_job,
+    features_job,
+    labels_job,
+    ticks_job,
+)
 
 
 def build_resources(
@@ -44,7 +52,7 @@ def build_resources(
 defs = dg.Definitions(
     assets=[ticks, features, labels, training_dataset],
     asset_checks=[tick_checks, features_defined_after_warmup, dataset_finite, dataset_splits_disjoint, dataset_class_balance],
-    jobs=[ticks_job, features_job, dataset_job],
-    schedules=[daily_ticks_schedule],
+    jobs=[ticks_job, features_job, daily_job, labels_job, dataset_job],
+    schedules=[daily_ticks_schedule, daily_labels_schedule],
     resources=build_resources(),
 )

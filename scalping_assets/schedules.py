@@ -1,4 +1,4 @@
-"""Schedules: materialize the day that just ended for every simulated symbol."""
+"""Jobs, and schedules that keep the day partitions current for every simulated symbol."""
 
 from datetime import UTC, timedelta
 
@@ -13,11 +13,20 @@ ticks_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("ticks"),
     description="Materialize and check one (day, symbol) partition of ticks.",
 )
-
 features_job = dg.define_asset_job(
     "features_job",
     selection=dg.AssetSelection.assets("features", "labels"),
     description="Features and labels of one (day, symbol) partition, with their checks.",
+)
+daily_job = dg.define_asset_job(
+    "daily_job",
+    selection=dg.AssetSelection.assets("ticks", "features"),
+    description="Ticks and features of one (day, symbol) partition: what the daily schedule runs.",
+)
+labels_job = dg.define_asset_job(
+    "labels_job",
+    selection=dg.AssetSelection.assets("labels"),
+    description="Labels of one (day, symbol) partition, resolved with the next day's first ticks.",
 )
 dataset_job = dg.define_asset_job(
     "dataset_job",
@@ -26,13 +35,23 @@ dataset_job = dg.define_asset_job(
 )
 
 
-@dg.schedule(job=ticks_job, cron_schedule="15 0 * * *", execution_timezone="UTC")
-def daily_ticks_schedule(context: dg.ScheduleEvaluationContext):
-    """Shortly after 00:00 UTC, one run per simulated symbol for the day that just ended."""
-    day = context.scheduled_execution_time.astimezone(UTC).date() - timedelta(days=1)
+def _requests(context: dg.ScheduleEvaluationContext, days_back: int, kind: str):
+    day = context.scheduled_execution_time.astimezone(UTC).date() - timedelta(days=days_back)
     if day < DEFAULT_ORIGIN:
         return dg.SkipReason(f"no complete day since the partitions start on {DEFAULT_ORIGIN}")
     return [
-        dg.RunRequest(run_key=f"ticks:{day}:{symbol}", partition_key=tick_partition(day.isoformat(), symbol))
+        dg.RunRequest(run_key=f"{kind}:{day}:{symbol}", partition_key=tick_partition(day.isoformat(), symbol))
         for symbol in simulated_symbols()
     ]
+
+
+@dg.schedule(job=daily_job, cron_schedule="15 0 * * *", execution_timezone="UTC")
+def daily_ticks_schedule(context: dg.ScheduleEvaluationContext):
+    """Shortly after 00:00 UTC: ticks and features of the day that just ended, one run per simulated symbol."""
+    return _requests(context, 1, "daily")
+
+
+@dg.schedule(job=labels_job, cron_schedule="45 0 * * *", execution_timezone="UTC")
+def daily_labels_schedule(context: dg.ScheduleEvaluationContext):
+    """Labels of the day before yesterday, now that yesterday's ticks can resolve its last ones."""
+    return _requests(context, 2, "labels")

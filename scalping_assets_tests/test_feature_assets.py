@@ -97,3 +97,16 @@ def test_training_dataset_names_the_missing_feature_partitions(materialized):
     assert not result.success
     failure = result.failure_data_for_node("training_dataset")
     assert "2026-01-04" in str(failure.error.message) and "materialize `features`" in str(failure.error.message)
+
+
+def test_training_dataset_refuses_a_malformed_day(materialized):
+    _, resources, _ = materialized
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("dataset_job").execute_in_process(
+            instance=instance,
+            resources=resources,
+            run_config={**QUIET, "ops": {"training_dataset": {"config": {"symbols": SYMBOLS, "start": "2026-13-01"}}}},
+            raise_on_error=False,
+        )
+    assert not result.success
+    assert "YYYY-MM-DD" in str(result.failure_data_for_node("training_dataset").error.message)

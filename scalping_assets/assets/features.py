@@ -154,11 +154,14 @@ class DatasetConfig(LabelsConfig):
 
     def dataset_spec(self, stored: list[list[date]]) -> DatasetSpec:
         common = sorted(set.intersection(*(set(days) for days in stored))) if stored else []
-        if not self.start and not common:
+        if not (self.start and self.end) and not common:
             raise dg.Failure(f"no day is stored for every one of {self.symbols}: materialize ticks and features first")
         # Without a start, the first common day only warms the features up.
-        start = date.fromisoformat(self.start) if self.start else common[min(1, len(common) - 1)]
-        end = date.fromisoformat(self.end) if self.end else common[-1]
+        try:
+            start = date.fromisoformat(self.start) if self.start else common[min(1, len(common) - 1)]
+            end = date.fromisoformat(self.end) if self.end else common[-1]
+        except ValueError as exc:
+            raise dg.Failure(f"start and end must be YYYY-MM-DD days ({exc})") from exc
         return DatasetSpec(
             symbols=self.symbols,
             start=start,

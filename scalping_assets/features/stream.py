@@ -1,8 +1,9 @@
 """Incremental features: one tick in, the feature vector of that tick out (what serving uses).
 
-`FeatureState.update` returns the same values as `batch.compute_features` on the series seen so far,
-within floating-point rounding (tested on 100k+ ticks): integer statistics are exact, float window sums
-... (fixed-point |r| and r^2 included) are exact integer running sums, as in the batch path.
+`FeatureState.update` returns the values `batch.compute_features` gives for the same tick of the
+series seen so far. Every windowed statistic is an exact integer running sum (fixed-point limbs for
+|r| and r^2), as in the batch path, and both paths use numpy's log, so they agree to the last bit on
+the tests' 100k+ ticks; the promise is 1e-9 relative. About 30 us per tick.
 """
 
 from __future__ import annotations
