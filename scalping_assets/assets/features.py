@@ -197,10 +197,11 @@ def training_dataset(
     missing = {s: d for s, d in missing.items() if d}
     if missing:
         raise dg.Failure(f"features are not materialized for {missing}: materialize `features` for those partitions first")
+    # The day before the range warms up the features and the GARCH filter of its first ticks.
+    first_tick_day = max(date.fromordinal(spec.start.toordinal() - 1), DEFAULT_ORIGIN)
     tick_frames, feature_frames = {}, {}
     for symbol in spec.symbols:
-        warmup_day = date.fromordinal(spec.start.toordinal() - 1)
-        tick_frames[symbol] = store.read(symbol, warmup_day if warmup_day >= DEFAULT_ORIGIN else spec.start, spec.end_epoch)
+        tick_frames[symbol] = store.read(symbol, first_tick_day, spec.end_epoch)
         feature_frames[symbol] = pd.concat([fstore.read_day(symbol, d) for d in days], ignore_index=True)
         context.log.info(f"{symbol}: {len(tick_frames[symbol])} ticks, {len(feature_frames[symbol])} feature rows")
     dataset = build_dataset(spec, tick_frames, feature_frames)

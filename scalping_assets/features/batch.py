@@ -104,14 +104,6 @@ def pips(quotes: np.ndarray, pip_size: float) -> np.ndarray:
     return np.rint(np.asarray(quotes, np.float64) / pip_size).astype(np.int64)
 
 
-def _lagged_pips(k: np.ndarray, lag: int) -> np.ndarray:
-    """k_{t-lag}, with k_0 standing in where t < lag (those values are masked by the caller)."""
-    out = np.empty_like(k)
-    out[lag:] = k[: len(k) - lag]
-    out[:lag] = k[0]
-    return out
-
-
 def _run_length(sign: np.ndarray) -> np.ndarray:
     n = len(sign)
     index = np.arange(n)
@@ -169,7 +161,7 @@ def base_features(epochs: np.ndarray, quotes: np.ndarray, pip_size: float) -> di
         out[f"dist_support_{w}"] = _masked(1e4 * np.log(k / lows[w]), w)
         out[f"dist_resistance_{w}"] = _masked(1e4 * np.log(highs[w] / k), w)
     for w in R.MOMENTUM_WINDOWS:
-        out[f"momentum_{w}"] = _masked(1e4 * np.log(k / _lagged_pips(k, w)), w)
+        out[f"momentum_{w}"] = 1e4 * np.log(k / _lagged(k, w))
     a = R.ACCEL_WINDOW
     out[f"accel_{a}"] = out[f"momentum_{a}"] - _lagged(out[f"momentum_{a}"], a)
     for w in R.MEAN_REVERSION_WINDOWS:
