@@ -57,37 +57,27 @@ def test_code_location_loads_as_dagster_dev_would(tmp_path):
     assert "All code locations passed validation" in done.stdout + done.stderr
 
 
-def test_schedule_requests_the_day_that_just_ended_for_every_simulated_symbol():
-    schedule = defs.resolve_schedule_def("daily_ticks_schedule")
+def _evaluate(schedule: dg.ScheduleDefinition, at: datetime):
     with dg.instance_for_test() as instance:
         context = dg.build_schedule_context(
-            instance=instance,
-            repository_def=defs.get_repository_def(),
-            scheduled_execution_time=datetime(2026, 3, 5, 0, 15, tzinfo=UTC),
+            instance=instance, repository_def=defs.get_repository_def(), scheduled_execution_time=at
         )
-        requests = schedule.evaluate_tick(context).run_requests
+        return schedule.evaluate_tick(context)
+
+
+def test_schedule_requests_the_day_that_just_ended_for_every_simulated_symbol():
+    schedule = defs.resolve_schedule_def("daily_ticks_schedule")
+    requests = _evaluate(schedule, datetime(2026, 3, 5, 0, 15, tzinfo=UTC)).run_requests
     assert {r.partition_key.keys_by_dimension["symbol"] for r in requests} == set(simulated_symbols())
     assert {r.partition_key.keys_by_dimension["date"] for r in requests} == {"2026-03-04"}
     assert len({r.run_key for r in requests}) == len(requests)
     assert schedule.job_name == "daily_job"
     assert defs.resolve_job_def("daily_job").asset_layer.executable_asset_keys >= {dg.AssetKey("ticks"), dg.AssetKey("features")}
     labels = defs.resolve_schedule_def("daily_labels_schedule")
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(
-            instance=instance,
-            repository_def=defs.get_repository_def(),
-            scheduled_execution_time=datetime(2026, 3, 5, 0, 45, tzinfo=UTC),
-        )
-        label_requests = labels.evaluate_tick(context).run_requests
+    label_requests = _evaluate(labels, datetime(2026, 3, 5, 0, 45, tzinfo=UTC)).run_requests
     assert labels.job_name == "labels_job"
     assert {r.partition_key.keys_by_dimension["date"] for r in label_requests} == {"2026-03-03"}
-    with dg.instance_for_test() as instance:
-        before_start = dg.build_schedule_context(
-            instance=instance,
-            repository_def=defs.get_repository_def(),
-            scheduled_execution_time=datetime(2026, 1, 1, 0, 15, tzinfo=UTC),
-        )
-        assert schedule.evaluate_tick(before_start).skip_message
+    assert _evaluate(schedule, datetime(2026, 1, 1, 0, 15, tzinfo=UTC)).skip_message
 
 
 def test_materialization_writes_the_partition_and_every_check_passes(tmp_path):

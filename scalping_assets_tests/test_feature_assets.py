@@ -85,28 +85,23 @@ def test_training_dataset_asset_writes_a_checked_dataset_with_plots(materialized
     assert dataset.meta.fitted.keys() == set(SYMBOLS)
 
 
-def test_training_dataset_names_the_missing_feature_partitions(materialized):
-    _, resources, _ = materialized
+def _dataset_failure(resources, config: dict) -> str:
+    """Run training_dataset with `config`; it must fail, and this is its error message."""
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("dataset_job").execute_in_process(
             instance=instance,
             resources=resources,
-            run_config={**QUIET, "ops": {"training_dataset": {"config": {"symbols": SYMBOLS, "end": "2026-01-04"}}}},
+            run_config={**QUIET, "ops": {"training_dataset": {"config": {"symbols": SYMBOLS, **config}}}},
             raise_on_error=False,
         )
     assert not result.success
-    failure = result.failure_data_for_node("training_dataset")
-    assert "2026-01-04" in str(failure.error.message) and "materialize `features`" in str(failure.error.message)
+    return str(result.failure_data_for_node("training_dataset").error.message)
+
+
+def test_training_dataset_names_the_missing_feature_partitions(materialized):
+    message = _dataset_failure(materialized[1], {"end": "2026-01-04"})
+    assert "2026-01-04" in message and "materialize `features`" in message
 
 
 def test_training_dataset_refuses_a_malformed_day(materialized):
-    _, resources, _ = materialized
-    with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("dataset_job").execute_in_process(
-            instance=instance,
-            resources=resources,
-            run_config={**QUIET, "ops": {"training_dataset": {"config": {"symbols": SYMBOLS, "start": "2026-13-01"}}}},
-            raise_on_error=False,
-        )
-    assert not result.success
-    assert "YYYY-MM-DD" in str(result.failure_data_for_node("training_dataset").error.message)
+    assert "YYYY-MM-DD" in _dataset_failure(materialized[1], {"start": "2026-13-01"})
