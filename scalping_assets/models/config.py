@@ -1,0 +1,56 @@
+"""One typed config per training: model kind and size, optimisation, sampling, seed; two profiles."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+ModelKind = Literal["lstm", "cnn", "transformer", "xgboost"]
+MODEL_KINDS: tuple[ModelKind, ...] = ("lstm", "cnn", "transformer", "xgboost")
+SEQUENCE_KINDS = ("lstm", "cnn", "transformer")
+
+
+class TrainConfig(BaseModel):
+    kind: ModelKind
+    seed: int = 0
+    # torch models
+    hidden: int = Field(default=64, ge=1)
+    layers: int = Field(default=2, ge=1)
+    heads: int = Field(default=4, ge=1)
+    kernel: int = Field(default=5, ge=1)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-2, ge=0)
+    patience: int = Field(default=3, ge=1, description="epochs without a better validation loss before stopping")
+    focal_gamma: float = Field(default=2.0, ge=0)
+    class_weights: bool = True
+    grad_clip: float = Field(default=1.0, gt=0)
+    max_train_windows: int | None = Field(default=None, description="windows sampled (once, seeded) from training")
+    max_eval_windows: int | None = Field(default=None, description="windows sampled from validation for early stopping")
+    # XGBoost
+    n_estimators: int = Field(default=400, ge=1)
+    max_depth: int = Field(default=4, ge=1)
+    tree_learning_rate: float = Field(default=0.05, gt=0)
+    early_stopping_rounds: int = Field(default=30, ge=1)
+
+
+_PROFILES: dict[str, dict] = {
+    # Minutes for the whole zoo on two CPU cores: small nets on sampled windows.
+    "demo": dict(
+        hidden=32, layers=1, heads=2, epochs=6, batch_size=256, learning_rate=3e-3, patience=2,
+        max_train_windows=12_000, max_eval_windows=6_000, n_estimators=300,
+    ),
+    # The roadmap's sizes.
+    "full": dict(hidden=128, layers=3, heads=4, epochs=50, batch_size=256, learning_rate=1e-3, patience=5, n_estimators=1000),
+}  # fmt: skip
+
+PROFILES = tuple(_PROFILES)
+
+
+def profile_config(profile: str, kind: ModelKind, seed: int = 0, **overrides) -> TrainConfig:
+    if profile not in _PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; one of {PROFILES}")
+    return TrainConfig(kind=kind, seed=seed, **{**_PROFILES[profile], **overrides})

@@ -1,0 +1,106 @@
+"""Classification metrics, the honest baselines, and the pictures a person wants to look at."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+from scipy.stats import binomtest
+from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
+
+from ..features.labels import CLASSES
+from ..plotting import figure_png
+from .nets import N_CLASSES
+
+
+def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """Accuracy, per-class precision/recall/F1, log-loss and multi-class Brier score."""
+    predicted = proba.argmax(axis=1)
+    precision, recall, f1, _ = precision_recall_fscore_support(y, predicted, labels=list(range(N_CLASSES)), zero_division=0)
+    onehot = np.eye(N_CLASSES)[y]
+    result = {
+        "accuracy": float((predicted == y).mean()),
+        "log_loss": float(log_loss(y, np.clip(proba, 1e-12, 1), labels=list(range(N_CLASSES)))),
+        "brier": float(((proba - onehot) ** 2).sum(axis=1).mean()),
+    }
+    for i, name in enumerate(CLASSES):
+        result |= {f"precision_{name}": float(precision[i]), f"recall_{name}": float(recall[i]), f"f1_{name}": float(f1[i])}
+    return result
+
+
+def independent_rows(n: int, horizon: int) -> np.ndarray:
+    """Every horizon-th row: their labels look at disjoint stretches of the future."""
+    return np.arange(0, n, max(1, horizon))
+
+
+def edge_test(y: np.ndarray, predicted: np.ndarray, majority_class: int, horizon: int) -> dict[str, float]:
+    """Accuracy against always answering the training majority class, on rows with non-overlapping
+    labels (overlapping labels are not independent trials), with a one-sided binomial p-value."""
+    rows = independent_rows(len(y), horizon)
+    hits = int((predicted[rows] == y[rows]).sum())
+    baseline = float((y[rows] == majority_class).mean())
+    p = binomtest(hits, len(rows), min(max(baseline, 1e-9), 1 - 1e-9), alternative="greater").pvalue if len(rows) else math.nan
+    return {
+        "independent_rows": len(rows),
+        "accuracy": hits / max(len(rows), 1),
+        "majority_accuracy": baseline,
+        "p_value": float(p),
+    }
+
+
+def confusion_png(y: np.ndarray, proba: np.ndarray, title: str) -> bytes:
+    matrix = confusion_matrix(y, proba.argmax(axis=1), labels=list(range(N_CLASSES)))
+    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=90)
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, f"{count:,}", ha="center", va="center", color="black" if count < matrix.max() / 2 else "white")
+    ax.set_xticks(range(N_CLASSES), CLASSES)
+    ax.set_yticks(range(N_CLASSES), CLASSES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return figure_png(fig)
+
+
+def calibration_png(y: np.ndarray, proba: np.ndarray, title: str, bins: int = 10) -> bytes:
+    """Reliability of each class's probability: predicted vs observed frequency per bin."""
+    fig, ax = plt.subplots(figsize=(4.5, 4), dpi=90)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="perfect")
+    edges = np.linspace(0, 1, bins + 1)
+    for c, name in enumerate(CLASSES):
+        which = np.clip(np.digitize(proba[:, c], edges) - 1, 0, bins - 1)
+        filled = [b for b in range(bins) if (which == b).sum() >= 20]
+        if filled:
+            predicted = [proba[which == b, c].mean() for b in filled]
+            observed = [(y[which == b] == c).mean() for b in filled]
+            ax.plot(predicted, observed, marker="o", linewidth=1, label=name)
+    ax.set_xlabel("predicted probability")
+    ax.set_ylabel("observed frequency")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return figure_png(fig)
+
+
+def learning_curves_png(curves: dict[str, list[float]], title: str, xlabel: str = "epoch") -> bytes:
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=90)
+    for name, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("loss")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return figure_png(fig)
+
+
+def importance_png(scores: dict[str, float], title: str) -> bytes:
+    ordered = sorted(scores.items(), key=lambda item: item[1])
+    fig, ax = plt.subplots(figsize=(6, 0.22 * len(ordered) + 1.2), dpi=80)
+    ax.barh([name for name, _ in ordered], [value for _, value in ordered], color="#4477aa")
+    ax.set_xlabel("share of total gain")
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(axis="y", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+    return figure_png(fig)

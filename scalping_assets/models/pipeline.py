@@ -1,0 +1,144 @@
+"""Train one candidate on a dataset, evaluate it on the test span, and record it in MLflow.
+
+All candidates of a dataset are scored on the same rows: the test rows that have a full window of
+`sequence_length` ticks behind them (flat models predict those rows from their own features).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+import xgboost as xgb
+from mlflow.models import infer_signature
+
+from ..features.dataset import Dataset
+from .config import SEQUENCE_KINDS, TrainConfig
+from .metrics import calibration_png, classification_metrics, confusion_png, edge_test, importance_png, learning_curves_png
+from .tracking import Tracker, registered_model_name
+from .train import EpochLog, predict_proba, train_torch
+from .trees import importance, predict_tree, train_xgboost
+
+
+@dataclass
+class TrainedModel:
+    config: TrainConfig
+    net: torch.nn.Module | None = None
+    booster: xgb.Booster | None = None
+    curves: dict[str, list[float]] = field(default_factory=dict)
+    best_step: int = 0
+
+    def predict(self, dataset: Dataset, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, labels) on the split's rows that have a full window."""
+        windows = dataset.windows(split)
+        labels = windows.y[windows.ends]
+        if self.net is not None:
+            return predict_proba(self.net, windows), labels
+        return predict_tree(self.booster, windows.x[windows.ends], dataset.feature_names), labels
+
+
+def fit(dataset: Dataset, config: TrainConfig, on_epoch: Callable[[EpochLog], None] | None = None) -> TrainedModel:
+    if config.kind in SEQUENCE_KINDS:
+        result = train_torch(config, dataset.windows("train"), dataset.windows("validation"), on_epoch)
+        curves = {"train": [h.train_loss for h in result.history], "validation": [h.val_loss for h in result.history]}
+        return TrainedModel(config, net=result.model, curves=curves, best_step=result.best_epoch)
+    x_train, y_train = dataset.xy("train")
+    x_val, y_val = dataset.xy("validation")
+    result = train_xgboost(config, x_train, y_train, x_val, y_val, dataset.feature_names)
+    return TrainedModel(config, booster=result.booster, curves=result.history, best_step=result.best_iteration)
+
+
+@dataclass
+class Candidate:
+    """A trained, evaluated and logged model."""
+
+    name: str
+    model: TrainedModel
+    metrics: dict[str, float]
+    edge: dict[str, float]
+    run_id: str
+    model_uri: str
+    registered_name: str
+    version: str
+    test_proba: np.ndarray
+    test_labels: np.ndarray
+
+
+def _majority_class(dataset: Dataset) -> int:
+    return int(np.bincount(dataset.xy("train")[1], minlength=3).argmax())
+
+
+def _log_model(model: TrainedModel, dataset: Dataset, name: str) -> str:
+    windows = dataset.windows("test")
+    example_rows = windows.ends[:4]
+    if model.net is not None:
+        example, _ = windows[example_rows]
+        with torch.no_grad():
+            output = torch.softmax(model.net(torch.from_numpy(example)), dim=1).numpy()
+        info = mlflow.pytorch.log_model(
+            model.net, name=name, input_example=example, signature=infer_signature(example, output), serialization_format="pickle"
+        )
+    else:
+        example = pd.DataFrame(windows.x[example_rows], columns=dataset.feature_names)
+        output = predict_tree(model.booster, example.to_numpy(), dataset.feature_names)
+        info = mlflow.xgboost.log_model(
+            model.booster, name=name, input_example=example, signature=infer_signature(example, output)
+        )
+    return info.model_uri
+
+
+def train_candidate(
+    dataset: Dataset,
+    config: TrainConfig,
+    tracker: Tracker,
+    parent_run_id: str | None = None,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+) -> Candidate:
+    """Fit, evaluate on the test span, log params/curves/metrics/plots/model, register a version."""
+    spec = dataset.meta.spec
+    name = f"{config.kind}-seed{config.seed}"
+    registered = registered_model_name(spec.symbols, spec.labels.horizon)
+    tags = {"model_type": config.kind, "dataset_fingerprint": dataset.meta.fingerprint}
+    with tracker.run(name, parent=parent_run_id, tags=tags) as run:
+        mlflow.log_params(config.model_dump() | {"symbols": ",".join(spec.symbols), "horizon": spec.labels.horizon})
+        mlflow.log_params(
+            {"target": spec.target, "sequence_length": spec.sequence_length, "n_features": len(dataset.feature_names)}
+        )
+        mlflow.log_dict(dataset.meta.model_dump(mode="json"), "dataset_meta.json")
+
+        def log_epoch(log: EpochLog) -> None:
+            mlflow.log_metrics(
+                {
+                    "train_loss": log.train_loss,
+                    "val_loss": log.val_loss,
+                    "val_accuracy": log.val_accuracy,
+                    "lr": log.learning_rate,
+                },
+                step=log.epoch,
+            )
+            if on_epoch:
+                on_epoch(log)
+
+        model = fit(dataset, config, log_epoch)
+        if model.booster is not None:
+            for step, (train_loss, val_loss) in enumerate(zip(model.curves["train"], model.curves["validation"], strict=True)):
+                mlflow.log_metrics({"train_loss": train_loss, "val_loss": val_loss}, step=step + 1)
+            gains = importance(model.booster, dataset.feature_names)
+            mlflow.log_dict(gains, "feature_importance.json")
+            Tracker.log_png(importance_png(gains, f"{name}: feature importance"), "plots/feature_importance.png")
+        proba, labels = model.predict(dataset, "test")
+        metrics = classification_metrics(labels, proba)
+        edge = edge_test(labels, proba.argmax(axis=1), _majority_class(dataset), dataset.meta.spec.target_lookahead)
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()} | {f"test_edge_{k}": v for k, v in edge.items()})
+        mlflow.log_metric("best_step", model.best_step)
+        Tracker.log_png(confusion_png(labels, proba, f"{name}: test confusion"), "plots/confusion.png")
+        Tracker.log_png(calibration_png(labels, proba, f"{name}: test reliability"), "plots/calibration.png")
+        xlabel = "epoch" if model.net is not None else "boosting round"
+        Tracker.log_png(learning_curves_png(model.curves, f"{name}: learning curves", xlabel), "plots/learning_curves.png")
+        model_uri = _log_model(model, dataset, "model")
+        version = tracker.register(model_uri, registered, tags)
+    return Candidate(name, model, metrics, edge, run.info.run_id, model_uri, registered, version, proba, labels)

@@ -1,0 +1,120 @@
+"""Models: the pipeline finds the planted signal, invents none on martingales, and MLflow gives back
+exactly the model it was given."""
+
+from datetime import date
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from scalping_assets.features.dataset import DatasetSpec, build_dataset
+from scalping_assets.market.planted import bayes_direction_accuracy
+from scalping_assets.market.simulator import simulator
+from scalping_assets.models.config import profile_config
+from scalping_assets.models.losses import FocalLoss, balanced_class_weights
+from scalping_assets.models.nets import CNNMicrostructure, LSTMScalper, TransformerScalper
+from scalping_assets.models.pipeline import train_candidate
+from scalping_assets.models.tracking import Tracker
+from scalping_assets.models.train import predict_proba
+from scalping_assets.models.trees import predict_tree
+
+HORIZON = 10
+# Small and quick: a day of ticks, 50-tick windows, a few thousand training windows.
+FAST = {"epochs": 3, "max_train_windows": 4_000, "max_eval_windows": 2_000}
+
+
+def _dataset(symbol: str, days: int = 1, seed: int = 7):
+    last = date(2026, 1, 1 + days)
+    spec = DatasetSpec(symbols=[symbol], start=date(2026, 1, 2), end=last, sequence_length=50)
+    return build_dataset(spec, {symbol: simulator(symbol, seed).days(date(2026, 1, 1), last)})
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mlflow")
+    return Tracker(f"sqlite:///{folder}/mlflow.db", artifact_root=str(folder / "artifacts"))
+
+
+@pytest.fixture(scope="module")
+def planted(tracker):
+    dataset = _dataset("SIG_AR1", days=2)
+    parent = tracker.parent_run_id("planted", "planted signal")
+    return dataset, [
+        train_candidate(dataset, profile_config("demo", kind, **FAST), tracker, parent) for kind in ("xgboost", "cnn")
+    ]
+
+
+def test_signal_recovery_reaches_most_of_the_bayes_excess_accuracy(planted):
+    dataset, candidates = planted
+    bayes = bayes_direction_accuracy("SIG_AR1", HORIZON)
+    best = max(candidates, key=lambda c: c.metrics["accuracy"])
+    chance = float(np.bincount(best.test_labels, minlength=3).max() / len(best.test_labels))
+    excess = (best.metrics["accuracy"] - chance) / (bayes - chance)
+    assert excess >= 0.8, f"best {best.name}: accuracy {best.metrics['accuracy']:.4f}, chance {chance:.4f}, Bayes {bayes:.4f}"
+    assert best.edge["p_value"] < 1e-6
+
+
+@pytest.mark.parametrize("symbol", ["R_100", "stpRNG"])
+def test_no_false_discovery_on_martingales(symbol, tracker):
+    dataset = _dataset(symbol)
+    parent = tracker.parent_run_id(f"martingale-{symbol}", symbol)
+    for kind in ("xgboost", "cnn"):
+        candidate = train_candidate(dataset, profile_config("demo", kind, **FAST), tracker, parent)
+        assert candidate.edge["p_value"] >= 0.01, f"{kind} on {symbol} 'beats' the majority class: {candidate.edge}"
+
+
+def test_models_come_back_from_mlflow_predicting_exactly_the_same(planted, tracker):
+    dataset, candidates = planted
+    windows = dataset.windows("test")
+    for candidate in candidates:
+        if candidate.model.net is not None:
+            loaded = mlflow.pytorch.load_model(candidate.model_uri)
+            again = predict_proba(loaded, windows)
+        else:
+            loaded = mlflow.xgboost.load_model(candidate.model_uri)
+            again = predict_tree(loaded, windows.x[windows.ends], dataset.feature_names)
+        assert np.array_equal(again, candidate.test_proba), candidate.name
+        version = tracker.client.get_model_version(candidate.registered_name, candidate.version)
+        assert version.tags["model_type"] == candidate.model.config.kind
+    runs = tracker.client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{candidates[0].run_id}'")
+    assert runs == []  # candidates are children, not parents
+    parent = tracker.client.get_run(candidates[0].run_id).data.tags["mlflow.parentRunId"]
+    assert {
+        r.info.run_id for r in tracker.client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
+    } >= {c.run_id for c in candidates}
+    artifacts = {a.path for a in tracker.client.list_artifacts(candidates[0].run_id, "plots")}
+    assert {"plots/confusion.png", "plots/calibration.png", "plots/learning_curves.png"} <= artifacts
+
+
+def test_training_is_deterministic_for_a_seed(planted, tracker):
+    dataset, candidates = planted
+    cnn = next(c for c in candidates if c.model.config.kind == "cnn")
+    again = train_candidate(dataset, cnn.model.config, tracker)
+    assert np.array_equal(again.test_proba, cnn.test_proba)
+
+
+@pytest.mark.parametrize("net", [LSTMScalper, CNNMicrostructure, TransformerScalper])
+def test_sequence_models_answer_three_classes_and_never_look_past_the_window_end(net):
+    torch.manual_seed(0)
+    model = net(6, 16, 2, 2, 0.0) if net is not CNNMicrostructure else net(6, 16, 2, 3, 0.0)
+    model.eval()
+    x = torch.randn(4, 30, 6)
+    out = model(x)
+    assert out.shape == (4, 3)
+    if net is TransformerScalper:
+        # Causal mask: the last token's answer is the same whether or not later steps existed.
+        longer = torch.cat([x, torch.randn(4, 5, 6)], dim=1)
+        hidden = model.encoder(model.position(model.project(longer)), mask=torch.triu(torch.full((35, 35), float("-inf")), 1))
+        short = model.encoder(model.position(model.project(x)), mask=torch.triu(torch.full((30, 30), float("-inf")), 1))
+        assert torch.allclose(hidden[:, 29], short[:, 29], atol=1e-5)
+
+
+def test_focal_loss_and_class_weights():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 3.0]])
+    target = torch.tensor([0, 2])
+    ce = torch.nn.functional.cross_entropy(logits, target)
+    assert torch.isclose(FocalLoss(0.0)(logits, target), ce)
+    assert FocalLoss(2.0)(logits, target) < ce  # easy examples count less
+    weights = balanced_class_weights(np.array([0] * 90 + [2] * 10 + [1]), 3)
+    assert weights[2] > weights[0] and weights[1] == 5.0  # the all-but-absent class is capped
