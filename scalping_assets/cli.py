@@ -92,6 +92,13 @@ def demo(args: argparse.Namespace) -> int:
     )
     dataset_checks = dataset.get_asset_check_evaluations()
     failures += (not dataset.success) + sum(not c.passed and c.severity == dg.AssetCheckSeverity.ERROR for c in dataset_checks)
+    models = None
+    if dataset.success and not args.skip_models:
+        print("[models_job] training lstm, cnn, transformer and xgboost (profile demo)", flush=True)
+        models = defs.resolve_job_def("models_job").execute_in_process(
+            instance=instance, resources=resources, run_config=QUIET_LOGS, raise_on_error=False
+        )
+        failures += not models.success
     elapsed = time.perf_counter() - started
 
     print(f"\n{'date':<10}  {'symbol':<10} {'ticks':>7} {'first':>12} {'last':>12} {'min':>12} {'max':>12}  checks  features")
@@ -120,9 +127,22 @@ def demo(args: argparse.Namespace) -> int:
             )
     else:
         print("\ntraining_dataset failed: see the run in the Dagster UI")
+    if models is not None and models.success:
+        meta = models.asset_materializations_for_node("model_comparison")[0].metadata
+        print(f"\nmodels on the test span (majority class {meta['majority_accuracy'].value:.4f}):")
+        print(f"  {'model':<12} {'accuracy':>9} {'log-loss':>9} {'brier':>7} {'edge p':>9}")
+        for row in meta["comparison"].value.records:
+            r = row.data
+            figures = f"{r['accuracy_mean']:>9.4f} {r['log_loss']:>9.4f} {r['brier']:>7.4f} {r['worst_p_value']:>9.2g}"
+            print(f"  {r['model']:<12} {figures}")
+        uri = resources["mlflow_store"].tracking_uri
+        print(f"  tracked in MLflow: .venv/bin/mlflow ui --backend-store-uri {uri}")
+    elif models is not None:
+        print("\nmodels_job failed: see the run in the Dagster UI")
     n_ticks = sum(tick_summary(store.read_day(s, d))["rows"] for (d, s), (ok, _, _) in tick_runs.items() if ok)
+    built = "features, labels, a dataset" + (" and models" if models is not None else "")
     print(
-        f"\n{n_ticks:,} ticks in {len(keys)} partitions under {store.root}, features, labels and a dataset in {elapsed:.1f}s; "
+        f"\n{n_ticks:,} ticks in {len(keys)} partitions under {store.root}, {built} in {elapsed:.1f}s; "
         f"{'all blocking checks passed' if not failures else f'{failures} failure(s)'}."
     )
     print("Browse them: DAGSTER_HOME=$PWD .venv/bin/dagster dev -w workspace.yaml")
@@ -211,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"symbols of the training dataset (default: those of {','.join(DATASET_SYMBOLS)} among --symbols, else all)",
     )
     sub.add_parser("symbols", help="list the symbol catalog").set_defaults(func=symbols)
+    p.add_argument("--skip-models", action="store_true", help="stop after the training dataset")
     f = sub.add_parser("features", help="the feature catalogue: name, family, look-back, unit, formula")
     f.add_argument("--markdown", action="store_true", help="print docs/features.md")
     f.set_defaults(func=features_table)

@@ -13,12 +13,14 @@ from scalping_assets.assets.features import (
     labels,
     training_dataset,
 )
+from scalping_assets.assets.models import MODEL_ASSETS, model_comparison
 from scalping_assets.assets.ticks import ticks
 from scalping_assets.checks import tick_checks
 from scalping_assets.resources import (
     DatasetStoreResource,
     DerivResource,
     FrameStoreResource,
+    MLflowResource,
     SimulatorResource,
     TickStoreResource,
 )
@@ -29,6 +31,7 @@ from scalping_assets.schedules import (
     dataset_job,
     features_job,
     labels_job,
+    models_job,
     ticks_job,
 )
 
@@ -46,13 +49,20 @@ def build_resources(
         "feature_store": FrameStoreResource(root=os.path.join(data_dir, "features")),
         "label_store": FrameStoreResource(root=os.path.join(data_dir, "labels")),
         "dataset_store": DatasetStoreResource(root=os.path.join(data_dir, "datasets")),
+        "mlflow_store": MLflowResource(
+            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
+            or f"sqlite:///{os.path.abspath(os.path.join(data_dir, 'mlflow.db'))}",
+            artifact_root=os.path.join(data_dir, "mlartifacts"),
+        ),
     }
 
 
 defs = dg.Definitions(
-    assets=[ticks, features, labels, training_dataset],
+    assets=[ticks, features, labels, training_dataset, *MODEL_ASSETS, model_comparison],
     asset_checks=[tick_checks, features_defined_after_warmup, dataset_finite, dataset_splits_disjoint, dataset_class_balance],
-    jobs=[ticks_job, features_job, daily_job, labels_job, dataset_job],
+    jobs=[ticks_job, features_job, daily_job, labels_job, dataset_job, models_job],
     schedules=[daily_ticks_schedule, daily_labels_schedule],
     resources=build_resources(),
+    # Training uses every core already; steps running side by side would only fight over them.
+    executor=dg.in_process_executor,
 )

@@ -11,6 +11,7 @@ from scalping_assets.features.daily import FrameStore
 from scalping_assets.market.deriv_client import DerivClient, deriv_url
 from scalping_assets.market.simulator import DEFAULT_ORIGIN, day_start_epoch, simulator
 from scalping_assets.market.store import TickStore
+from scalping_assets.models.tracking import Tracker
 
 
 class TickStoreResource(dg.ConfigurableResource):
@@ -65,3 +66,14 @@ class DatasetStoreResource(dg.ConfigurableResource):
 
     def folder(self, name: str) -> Path:
         return Path(self.root) / name
+
+
+class MLflowResource(dg.ConfigurableResource):
+    """MLflow tracking server or store (default: SQLite and local artifacts under the data folder)."""
+
+    tracking_uri: str = "sqlite:///data/mlflow.db"
+    artifact_root: str = "data/mlartifacts"
+    experiment: str = "scalping"
+
+    def tracker(self) -> Tracker:
+        return Tracker(self.tracking_uri, self.experiment, str(Path(self.artifact_root).resolve()))

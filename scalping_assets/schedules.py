@@ -33,6 +33,11 @@ dataset_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("training_dataset"),
     description="Assemble the training dataset from stored ticks and features.",
 )
+models_job = dg.define_asset_job(
+    "models_job",
+    selection=dg.AssetSelection.groups("models"),
+    description="Train every model family on the training dataset and compare them.",
+)
 
 
 def _requests(context: dg.ScheduleEvaluationContext, days_back: int, kind: str):

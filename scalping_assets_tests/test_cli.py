@@ -21,7 +21,11 @@ def run(args, tmp_path):
 
 
 def test_demo_materializes_checks_and_summarises(tmp_path):
-    done = run(["demo", "--symbols", "R_10,stpRNG", "--days", "2", "--start", "2026-02-01", "--data-dir", "out"], tmp_path)
+    # The models' part of the demo is covered by test_model_assets.
+    done = run(
+        ["demo", "--symbols", "R_10,stpRNG", "--days", "2", "--start", "2026-02-01", "--data-dir", "out", "--skip-models"],
+        tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "[ticks_job 4/4] stpRNG 2026-02-02: ok" in done.stdout
     assert "[features_job 4/4] stpRNG 2026-02-02: ok" in done.stdout

@@ -23,7 +23,17 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def test_definitions_hold_every_asset_check_job_and_schedule():
-    assert {spec.key.path[0] for spec in defs.resolve_all_asset_specs()} == {"ticks", "features", "labels", "training_dataset"}
+    assert {spec.key.path[0] for spec in defs.resolve_all_asset_specs()} == {
+        "ticks",
+        "features",
+        "labels",
+        "training_dataset",
+        "lstm_model",
+        "cnn_model",
+        "transformer_model",
+        "xgboost_model",
+        "model_comparison",
+    }
     check_keys = defs.resolve_asset_graph().asset_check_keys
     tick_check_names = {key.name for key in check_keys if key.asset_key == dg.AssetKey("ticks")}
     assert tick_check_names == set(TICK_CHECKS)

@@ -1,0 +1,147 @@
+"""Model assets: one per model family, trained on `training_dataset` and tracked in MLflow, and a
+comparison of all candidates on the same test rows."""
+
+import dagster as dg
+import matplotlib.pyplot as plt
+import numpy as np
+from pydantic import Field
+
+from scalping_assets.assets.features import training_dataset
+from scalping_assets.features.dataset import Dataset
+from scalping_assets.models.config import MODEL_KINDS, PROFILES, profile_config
+from scalping_assets.models.pipeline import train_candidate
+from scalping_assets.plotting import figure_png, markdown_image
+from scalping_assets.resources import DatasetStoreResource, MLflowResource
+
+HEADLINE = ("accuracy", "log_loss", "brier", "f1_UP", "f1_DOWN")
+
+
+class ModelConfig(dg.Config):
+    profile: str = Field(default="demo", description=f"one of {PROFILES}")
+    seeds: list[int] = Field(default_factory=lambda: [0], description="one training per seed (the full profile: >= 3)")
+    dataset: str = Field(default="default", description="name of the training_dataset folder")
+    epochs: int | None = Field(default=None, description="override of the profile's epochs")
+    max_train_windows: int | None = Field(default=None, description="override of the profile's training sample")
+
+
+def _model_asset(kind: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        name=f"{kind}_model",
+        deps=[training_dataset],
+        group_name="models",
+        kinds={"pytorch" if kind != "xgboost" else "xgboost", "mlflow"},
+        description=f"{kind} classifier trained per seed, each an MLflow run and a registered model version.",
+    )
+    def model_asset(
+        context: dg.AssetExecutionContext, config: ModelConfig, dataset_store: DatasetStoreResource, mlflow_store: MLflowResource
+    ):
+        dataset = Dataset.load(dataset_store.folder(config.dataset))
+        tracker = mlflow_store.tracker()
+        parent = tracker.parent_run_id(context.run_id, f"dagster {context.run_id[:8]}")
+        overrides = {
+            k: v for k, v in (("epochs", config.epochs), ("max_train_windows", config.max_train_windows)) if v is not None
+        }
+        candidates = []
+        for seed in config.seeds:
+            train_config = profile_config(config.profile, kind, seed, **overrides)
+
+            def progress(log, seed=seed, epochs=train_config.epochs):
+                context.log.info(
+                    f"{kind} seed {seed} epoch {log.epoch}/{epochs}: train loss {log.train_loss:.4f}, "
+                    f"val loss {log.val_loss:.4f}, val accuracy {log.val_accuracy:.4f} ({log.samples_per_second:,.0f} windows/s)"
+                )
+
+            candidate = train_candidate(dataset, train_config, tracker, parent, progress)
+            context.log.info(f"{candidate.name}: test accuracy {candidate.metrics['accuracy']:.4f}, edge {candidate.edge}")
+            candidates.append(candidate)
+        summary = [
+            {
+                "seed": c.model.config.seed,
+                "run_id": c.run_id,
+                "version": c.version,
+                **{k: c.metrics[k] for k in HEADLINE},
+                **{f"edge_{k}": v for k, v in c.edge.items()},
+            }
+            for c in candidates
+        ]
+        accuracy = [c.metrics["accuracy"] for c in candidates]
+        return dg.MaterializeResult(
+            metadata={
+                "test_accuracy_mean": dg.MetadataValue.float(float(np.mean(accuracy))),
+                "test_accuracy_std": dg.MetadataValue.float(float(np.std(accuracy))),
+                "majority_accuracy": dg.MetadataValue.float(candidates[0].edge["majority_accuracy"]),
+                "edge_p_value": dg.MetadataValue.float(float(max(c.edge["p_value"] for c in candidates))),
+                "registered_model": dg.MetadataValue.text(
+                    f"{candidates[0].registered_name} v{', v'.join(c.version for c in candidates)}"
+                ),
+                "mlflow_runs": dg.MetadataValue.md(
+                    "\n".join(f"- [{c.name}]({tracker.run_url(c.run_id)}) `{c.run_id}`" for c in candidates)
+                ),
+                "candidates": dg.MetadataValue.json(summary),
+                "profile": dg.MetadataValue.text(config.profile),
+                "dataset_fingerprint": dg.MetadataValue.text(dataset.meta.fingerprint),
+            }
+        )
+
+    return model_asset
+
+
+MODEL_ASSETS = [_model_asset(kind) for kind in MODEL_KINDS]
+
+
+def _comparison_png(rows: list[dict], majority: float) -> bytes:
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
+    names = [r["model"] for r in rows]
+    ax.bar(names, [r["accuracy_mean"] for r in rows], yerr=[r["accuracy_std"] for r in rows], color="#4477aa", capsize=4)
+    ax.axhline(majority, color="crimson", linestyle="--", linewidth=1, label=f"majority class {majority:.4f}")
+    low = min(majority, *(r["accuracy_mean"] - r["accuracy_std"] for r in rows))
+    high = max(majority, *(r["accuracy_mean"] + r["accuracy_std"] for r in rows))
+    ax.set_ylim(low - 0.02, high + 0.02)
+    ax.set_ylabel("test accuracy (mean ± std over seeds)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return figure_png(fig)
+
+
+@dg.asset(
+    deps=MODEL_ASSETS,
+    group_name="models",
+    description="Every candidate on the same test rows: accuracy (mean ± std over seeds), log-loss, Brier, edge p-value.",
+)
+def model_comparison(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    rows, majority = [], None
+    for asset in MODEL_ASSETS:
+        event = context.instance.get_latest_materialization_event(asset.key)
+        if event is None or event.asset_materialization is None:
+            context.log.warning(f"{asset.key.to_user_string()} is not materialized; left out")
+            continue
+        metadata = event.asset_materialization.metadata
+        candidates = metadata["candidates"].value
+        majority = metadata["majority_accuracy"].value
+        rows.append(
+            {
+                "model": asset.key.path[-1].removesuffix("_model"),
+                "seeds": len(candidates),
+                "accuracy_mean": float(np.mean([c["accuracy"] for c in candidates])),
+                "accuracy_std": float(np.std([c["accuracy"] for c in candidates])),
+                "log_loss": float(np.mean([c["log_loss"] for c in candidates])),
+                "brier": float(np.mean([c["brier"] for c in candidates])),
+                "worst_p_value": float(max(c["edge_p_value"] for c in candidates)),
+            }
+        )
+    if not rows:
+        raise dg.Failure("no model asset is materialized yet")
+    columns = list(rows[0])
+    table = dg.MetadataValue.table(
+        records=[dg.TableRecord({k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}) for r in rows],
+        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string" if c == "model" else "float") for c in columns]),
+    )
+    best = max(rows, key=lambda r: r["accuracy_mean"])
+    return dg.MaterializeResult(
+        metadata={
+            "comparison": table,
+            "best": dg.MetadataValue.text(f"{best['model']} ({best['accuracy_mean']:.4f} ± {best['accuracy_std']:.4f})"),
+            "majority_accuracy": dg.MetadataValue.float(majority),
+            "chart": dg.MetadataValue.md(markdown_image(_comparison_png(rows, majority), "model comparison")),
+        }
+    )
