@@ -32,6 +32,7 @@ def test_definitions_hold_every_asset_check_job_and_schedule():
         "cnn_model",
         "transformer_model",
         "xgboost_model",
+        "ensemble_model",
         "model_comparison",
     }
     check_keys = defs.resolve_asset_graph().asset_check_keys

@@ -6,7 +6,7 @@ import dagster as dg
 import mlflow
 import pytest
 
-from scalping_assets.assets.models import MODEL_ASSETS
+from scalping_assets.assets.models import BASE_MODEL_ASSETS
 from scalping_assets.definitions import build_resources, defs
 from scalping_assets.features.dataset import DatasetSpec, build_dataset
 from scalping_assets.market.simulator import simulator
@@ -23,7 +23,7 @@ def run(tmp_path_factory):
     spec = DatasetSpec(symbols=["SIG_AR1"], start=date(2026, 1, 2), end=date(2026, 1, 2), sequence_length=20)
     ticks = simulator("SIG_AR1", 3).days(date(2026, 1, 1), date(2026, 1, 2))
     build_dataset(spec, {"SIG_AR1": ticks}).save(resources["dataset_store"].folder("default"))
-    config = {"ops": {asset.key.path[-1]: {"config": FAST} for asset in MODEL_ASSETS}}
+    config = {"ops": {asset.key.path[-1]: {"config": FAST} for asset in BASE_MODEL_ASSETS}}
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("models_job").execute_in_process(
             instance=instance, resources=resources, run_config={**QUIET, **config}
@@ -38,12 +38,15 @@ def test_every_model_family_trains_logs_and_registers(run):
     parents = tracker.client.search_runs([tracker.experiment_id], f"tags.{PARENT_TAG} = '{result.run_id}'")
     assert len(parents) == 1, "one parent run per Dagster run"
     children = tracker.client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
-    assert sorted(r.data.tags["model_type"] for r in children) == sorted(["lstm", "cnn", "transformer", "xgboost"] * 2)
+    assert sorted(r.data.tags["model_type"] for r in children) == sorted(
+        ["lstm", "cnn", "transformer", "xgboost"] * 2 + ["ensemble"]
+    )
     for child in children:
-        assert "test_accuracy" in child.data.metrics and "val_loss" in child.data.metrics
+        assert "test_accuracy" in child.data.metrics
+        assert ("oof_rows" if child.data.tags["model_type"] == "ensemble" else "val_loss") in child.data.metrics
         assert child.data.tags["git_commit"]
     versions = tracker.client.search_model_versions("name = 'scalping-SIG_AR1-h10'")
-    assert len(versions) == 8
+    assert len(versions) == 9
     loaded = mlflow.pyfunc.load_model(f"models:/scalping-SIG_AR1-h10/{versions[0].version}")
     assert loaded.metadata.signature is not None
 
@@ -52,8 +55,8 @@ def test_model_comparison_tabulates_every_candidate(run):
     result, _ = run
     metadata = result.asset_materializations_for_node("model_comparison")[0].metadata
     rows = metadata["comparison"].value.records
-    assert {r.data["model"] for r in rows} == {"lstm", "cnn", "transformer", "xgboost"}
-    assert all(r.data["seeds"] == 2 for r in rows)
+    assert {r.data["model"] for r in rows} == {"lstm", "cnn", "transformer", "xgboost", "ensemble"}
+    assert all(r.data["seeds"] == (1 if r.data["model"] == "ensemble" else 2) for r in rows)
     assert "data:image/png;base64," in metadata["chart"].value
     xgb = result.asset_materializations_for_node("xgboost_model")[0].metadata
     assert xgb["mlflow_runs"].value.count("- [") == 2

@@ -12,6 +12,7 @@ from scalping_assets.features.dataset import DatasetSpec, build_dataset
 from scalping_assets.market.planted import bayes_direction_accuracy
 from scalping_assets.market.simulator import simulator
 from scalping_assets.models.config import profile_config
+from scalping_assets.models.ensemble import fit_stack
 from scalping_assets.models.losses import FocalLoss, balanced_class_weights
 from scalping_assets.models.nets import CNNMicrostructure, LSTMScalper, TransformerScalper
 from scalping_assets.models.pipeline import train_candidate
@@ -118,3 +119,25 @@ def test_focal_loss_and_class_weights():
     assert FocalLoss(2.0)(logits, target) < ce  # easy examples count less
     weights = balanced_class_weights(np.array([0] * 90 + [2] * 10 + [1]), 3)
     assert weights[2] > weights[0] and weights[1] == 5.0  # the all-but-absent class is capped
+
+
+def test_stacked_ensemble_learns_only_from_out_of_fold_predictions(planted):
+    dataset, candidates = planted
+    configs = [c.model.config for c in candidates]
+    stack = fit_stack(dataset, configs, folds=3)
+    frame = dataset.frame
+    resolve = frame[["direction_resolve_epoch", "barrier_resolve_epoch"]].max(axis=1).to_numpy()
+    epochs = frame["epoch"].to_numpy()
+    assert len(stack.folds) == 3
+    for fold in stack.folds:
+        assert not set(fold.trained_on) & set(fold.predicted), "a base model predicted a row it was trained on"
+        block_start = epochs[fold.predicted].min()
+        before = fold.trained_on[epochs[fold.trained_on] < block_start]
+        assert (resolve[before] < block_start).all(), "a training label reaches into the held-out block"
+    assert (frame["split"].to_numpy()[stack.oof_rows] == "train").all()
+    assert stack.meta.n_features_in_ == 3 * len(configs)
+    assert len(stack.oof_rows) == len(np.unique(stack.oof_rows)), "each training row predicted once"
+    proba = stack.predict([c.test_proba for c in candidates])
+    accuracy = float((proba.argmax(axis=1) == candidates[0].test_labels).mean())
+    best = max(c.metrics["accuracy"] for c in candidates)
+    assert accuracy >= best - 0.01, f"ensemble {accuracy:.4f} vs best base {best:.4f}"

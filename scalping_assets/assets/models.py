@@ -3,13 +3,15 @@ comparison of all candidates on the same test rows."""
 
 import dagster as dg
 import matplotlib.pyplot as plt
+import mlflow
 import numpy as np
 from pydantic import Field
 
 from scalping_assets.assets.features import training_dataset
 from scalping_assets.features.dataset import Dataset
-from scalping_assets.models.config import MODEL_KINDS, PROFILES, profile_config
-from scalping_assets.models.pipeline import train_candidate
+from scalping_assets.models.config import MODEL_KINDS, PROFILES, SEQUENCE_KINDS, TrainConfig, profile_config
+from scalping_assets.models.ensemble import train_ensemble
+from scalping_assets.models.pipeline import Candidate, TrainedModel, train_candidate
 from scalping_assets.plotting import figure_png, markdown_image
 from scalping_assets.resources import DatasetStoreResource, MLflowResource
 
@@ -22,6 +24,36 @@ class ModelConfig(dg.Config):
     dataset: str = Field(default="default", description="name of the training_dataset folder")
     epochs: int | None = Field(default=None, description="override of the profile's epochs")
     max_train_windows: int | None = Field(default=None, description="override of the profile's training sample")
+
+
+def _candidate_metadata(candidates: list[Candidate], tracker, profile: str, dataset: Dataset) -> dict:
+    summary = [
+        {
+            "seed": c.config.get("seed", 0),
+            "run_id": c.run_id,
+            "version": c.version,
+            "model_uri": c.model_uri,
+            "config": c.config,
+            **{k: c.metrics[k] for k in HEADLINE},
+            **{f"edge_{k}": v for k, v in c.edge.items()},
+        }
+        for c in candidates
+    ]
+    accuracy = [c.metrics["accuracy"] for c in candidates]
+    runs = "\n".join(f"- [{c.name}]({tracker.run_url(c.run_id)}) `{c.run_id}`" for c in candidates)
+    return {
+        "test_accuracy_mean": dg.MetadataValue.float(float(np.mean(accuracy))),
+        "test_accuracy_std": dg.MetadataValue.float(float(np.std(accuracy))),
+        "majority_accuracy": dg.MetadataValue.float(candidates[0].edge["majority_accuracy"]),
+        "edge_p_value": dg.MetadataValue.float(float(max(c.edge["p_value"] for c in candidates))),
+        "registered_model": dg.MetadataValue.text(
+            f"{candidates[0].registered_name} v{', v'.join(c.version for c in candidates)}"
+        ),
+        "mlflow_runs": dg.MetadataValue.md(runs),
+        "candidates": dg.MetadataValue.json(summary),
+        "profile": dg.MetadataValue.text(profile),
+        "dataset_fingerprint": dg.MetadataValue.text(dataset.meta.fingerprint),
+    }
 
 
 def _model_asset(kind: str) -> dg.AssetsDefinition:
@@ -54,39 +86,56 @@ def _model_asset(kind: str) -> dg.AssetsDefinition:
             candidate = train_candidate(dataset, train_config, tracker, parent, progress)
             context.log.info(f"{candidate.name}: test accuracy {candidate.metrics['accuracy']:.4f}, edge {candidate.edge}")
             candidates.append(candidate)
-        summary = [
-            {
-                "seed": c.model.config.seed,
-                "run_id": c.run_id,
-                "version": c.version,
-                **{k: c.metrics[k] for k in HEADLINE},
-                **{f"edge_{k}": v for k, v in c.edge.items()},
-            }
-            for c in candidates
-        ]
-        accuracy = [c.metrics["accuracy"] for c in candidates]
-        return dg.MaterializeResult(
-            metadata={
-                "test_accuracy_mean": dg.MetadataValue.float(float(np.mean(accuracy))),
-                "test_accuracy_std": dg.MetadataValue.float(float(np.std(accuracy))),
-                "majority_accuracy": dg.MetadataValue.float(candidates[0].edge["majority_accuracy"]),
-                "edge_p_value": dg.MetadataValue.float(float(max(c.edge["p_value"] for c in candidates))),
-                "registered_model": dg.MetadataValue.text(
-                    f"{candidates[0].registered_name} v{', v'.join(c.version for c in candidates)}"
-                ),
-                "mlflow_runs": dg.MetadataValue.md(
-                    "\n".join(f"- [{c.name}]({tracker.run_url(c.run_id)}) `{c.run_id}`" for c in candidates)
-                ),
-                "candidates": dg.MetadataValue.json(summary),
-                "profile": dg.MetadataValue.text(config.profile),
-                "dataset_fingerprint": dg.MetadataValue.text(dataset.meta.fingerprint),
-            }
-        )
+        return dg.MaterializeResult(metadata=_candidate_metadata(candidates, tracker, config.profile, dataset))
 
     return model_asset
 
 
-MODEL_ASSETS = [_model_asset(kind) for kind in MODEL_KINDS]
+BASE_MODEL_ASSETS = [_model_asset(kind) for kind in MODEL_KINDS]
+
+
+class EnsembleConfig(dg.Config):
+    dataset: str = Field(default="default", description="name of the training_dataset folder")
+    folds: int = Field(default=2, ge=2, description="time blocks of the training span for out-of-fold predictions")
+
+
+def _load_base(summary: dict) -> TrainedModel:
+    config = TrainConfig(**summary["config"])
+    if config.kind in SEQUENCE_KINDS:
+        return TrainedModel(config, net=mlflow.pytorch.load_model(summary["model_uri"]))
+    return TrainedModel(config, booster=mlflow.xgboost.load_model(summary["model_uri"]))
+
+
+@dg.asset(
+    deps=BASE_MODEL_ASSETS,
+    group_name="models",
+    kinds={"sklearn", "mlflow"},
+    description="Logistic-regression stack over the base models, fitted on their out-of-fold predictions only.",
+)
+def ensemble_model(
+    context: dg.AssetExecutionContext, config: EnsembleConfig, dataset_store: DatasetStoreResource, mlflow_store: MLflowResource
+) -> dg.MaterializeResult:
+    dataset = Dataset.load(dataset_store.folder(config.dataset))
+    tracker = mlflow_store.tracker()
+    bases = []
+    for asset in BASE_MODEL_ASSETS:
+        event = context.instance.get_latest_materialization_event(asset.key)
+        if event is None or event.asset_materialization is None:
+            raise dg.Failure(f"{asset.key.to_user_string()} is not materialized: the ensemble needs every base model")
+        bases.append(_load_base(event.asset_materialization.metadata["candidates"].value[0]))
+    candidate = train_ensemble(
+        dataset,
+        bases,
+        tracker,
+        tracker.parent_run_id(context.run_id, f"dagster {context.run_id[:8]}"),
+        config.folds,
+        on_fold=lambda i, c: context.log.info(f"fold {i + 1}/{config.folds}: fitting {c.kind} for out-of-fold predictions"),
+    )
+    context.log.info(f"ensemble: test accuracy {candidate.metrics['accuracy']:.4f}, edge {candidate.edge}")
+    return dg.MaterializeResult(metadata=_candidate_metadata([candidate], tracker, "stack", dataset))
+
+
+MODEL_ASSETS = [*BASE_MODEL_ASSETS, ensemble_model]
 
 
 def _comparison_png(rows: list[dict], majority: float) -> bytes:

@@ -57,7 +57,9 @@ class Candidate:
     """A trained, evaluated and logged model."""
 
     name: str
-    model: TrainedModel
+    kind: str
+    config: dict
+    model: object  # TrainedModel, or the StackedEnsemble
     metrics: dict[str, float]
     edge: dict[str, float]
     run_id: str
@@ -131,14 +133,33 @@ def train_candidate(
             mlflow.log_dict(gains, "feature_importance.json")
             Tracker.log_png(importance_png(gains, f"{name}: feature importance"), "plots/feature_importance.png")
         proba, labels = model.predict(dataset, "test")
-        metrics = classification_metrics(labels, proba)
-        edge = edge_test(labels, proba.argmax(axis=1), _majority_class(dataset), dataset.meta.spec.target_lookahead)
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()} | {f"test_edge_{k}": v for k, v in edge.items()})
-        mlflow.log_metric("best_step", model.best_step)
-        Tracker.log_png(confusion_png(labels, proba, f"{name}: test confusion"), "plots/confusion.png")
-        Tracker.log_png(calibration_png(labels, proba, f"{name}: test reliability"), "plots/calibration.png")
         xlabel = "epoch" if model.net is not None else "boosting round"
         Tracker.log_png(learning_curves_png(model.curves, f"{name}: learning curves", xlabel), "plots/learning_curves.png")
+        mlflow.log_metric("best_step", model.best_step)
+        metrics, edge = evaluate_and_log(dataset, name, proba, labels)
         model_uri = _log_model(model, dataset, "model")
         version = tracker.register(model_uri, registered, tags)
-    return Candidate(name, model, metrics, edge, run.info.run_id, model_uri, registered, version, proba, labels)
+    return Candidate(
+        name,
+        config.kind,
+        config.model_dump(),
+        model,
+        metrics,
+        edge,
+        run.info.run_id,
+        model_uri,
+        registered,
+        version,
+        proba,
+        labels,
+    )
+
+
+def evaluate_and_log(dataset: Dataset, name: str, proba: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
+    """Test metrics, the edge test and the test plots, logged to the active run."""
+    metrics = classification_metrics(labels, proba)
+    edge = edge_test(labels, proba.argmax(axis=1), _majority_class(dataset), dataset.meta.spec.target_lookahead)
+    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()} | {f"test_edge_{k}": v for k, v in edge.items()})
+    Tracker.log_png(confusion_png(labels, proba, f"{name}: test confusion"), "plots/confusion.png")
+    Tracker.log_png(calibration_png(labels, proba, f"{name}: test reliability"), "plots/calibration.png")
+    return metrics, edge

@@ -1,0 +1,138 @@
+"""Stacked ensemble: a logistic-regression meta-learner on out-of-fold predictions of the base models.
+
+The training span is cut in time into K blocks. For each block, every base model is fitted on the
+other blocks (purged: rows whose label resolves inside the block, or that lie within the embargo
+after it, are left out) and predicts the block. The meta-learner is fitted on those out-of-fold
+predictions only, never on a base model's predictions of its own training rows. At test time the
+base models fitted on the whole training span feed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import mlflow
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from ..features.dataset import Dataset
+from .config import TrainConfig
+from .pipeline import Candidate, TrainedModel, evaluate_and_log, fit
+from .tracking import Tracker, registered_model_name
+
+RESOLVE_COLUMNS = ["direction_resolve_epoch", "barrier_resolve_epoch"]
+
+
+@dataclass
+class Fold:
+    trained_on: np.ndarray  # frame row labels the fold's base models were fitted on
+    predicted: np.ndarray  # frame row labels they predicted (the held-out block, rows with a full window)
+
+
+@dataclass
+class StackedEnsemble:
+    meta: LogisticRegression
+    folds: list[Fold] = field(default_factory=list)
+    oof_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def predict(self, base_probabilities: list[np.ndarray]) -> np.ndarray:
+        return self.meta.predict_proba(np.hstack(base_probabilities))
+
+
+def _fold_dataset(dataset: Dataset, train_rows: np.ndarray, held_out: np.ndarray) -> Dataset:
+    """The dataset with `train_rows` as training and `held_out` as test; validation kept for early stopping."""
+    frame = dataset.frame.copy()
+    split = np.where(frame["split"].to_numpy() == "validation", "validation", None).astype(object)
+    split[train_rows] = "train"
+    split[held_out] = "test"
+    frame["split"] = split
+    return Dataset(frame, dataset.meta)
+
+
+def purged_blocks(dataset: Dataset, k: int, embargo_ticks: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training rows, held-out rows) per time block of the training span, purged and embargoed."""
+    frame = dataset.frame
+    train = np.flatnonzero(frame["split"].to_numpy() == "train")
+    epochs = frame["epoch"].to_numpy()[train]
+    edges = np.quantile(epochs, np.linspace(0, 1, k + 1), method="lower")
+    edges[-1] = epochs.max() + 1
+    resolve = frame[RESOLVE_COLUMNS].max(axis=1).to_numpy()[train]
+    ticks = frame["tick"].to_numpy()[train]
+    symbols = frame["symbol"].to_numpy()[train]
+    blocks = []
+    for i in range(k):
+        start, end = edges[i], edges[i + 1]
+        held = (epochs >= start) & (epochs < end)
+        # Purge: a training label may not reach into the block; embargo: skip the ticks right after it.
+        leaks = (epochs < start) & (resolve >= start)
+        after = np.zeros(len(train), bool)
+        for symbol in np.unique(symbols):
+            mine = symbols == symbol
+            first_after = ticks[mine & (epochs >= end)]
+            if first_after.size:
+                after |= mine & (ticks >= first_after.min()) & (ticks < first_after.min() + embargo_ticks)
+        blocks.append((train[~held & ~leaks & ~after], train[held]))
+    return blocks
+
+
+def fit_stack(
+    dataset: Dataset,
+    configs: list[TrainConfig],
+    folds: int = 3,
+    embargo_ticks: int | None = None,
+    on_fold: Callable[[int, TrainConfig], None] | None = None,
+) -> StackedEnsemble:
+    """Out-of-fold base predictions over the training span, then the meta-learner on them."""
+    embargo = dataset.meta.spec.split.embargo_ticks if embargo_ticks is None else embargo_ticks
+    oof_features, oof_labels, oof_rows, records = [], [], [], []
+    for i, (train_rows, held_out) in enumerate(purged_blocks(dataset, folds, embargo)):
+        fold = _fold_dataset(dataset, train_rows, held_out)
+        windows = fold.windows("test")
+        predicted = fold.rows("test").index.to_numpy()[windows.ends]
+        probabilities = []
+        for config in configs:
+            if on_fold:
+                on_fold(i, config)
+            model: TrainedModel = fit(fold, config)
+            proba, labels = model.predict(fold, "test")
+            probabilities.append(proba)
+        oof_features.append(np.hstack(probabilities))
+        oof_labels.append(labels)
+        oof_rows.append(predicted)
+        records.append(Fold(trained_on=train_rows, predicted=predicted))
+    x, y = np.vstack(oof_features), np.concatenate(oof_labels)
+    meta = LogisticRegression(C=1.0, max_iter=1000).fit(x, y)
+    return StackedEnsemble(meta, records, np.concatenate(oof_rows))
+
+
+def train_ensemble(
+    dataset: Dataset,
+    bases: list[TrainedModel],
+    tracker: Tracker,
+    parent_run_id: str | None = None,
+    folds: int = 2,
+    on_fold: Callable[[int, TrainConfig], None] | None = None,
+) -> Candidate:
+    """Stack the fitted `bases`: out-of-fold training of the meta-learner, evaluation on the test span
+    through the bases' own test predictions, logged and registered like any candidate."""
+    spec = dataset.meta.spec
+    configs = [base.config for base in bases]
+    registered = registered_model_name(spec.symbols, spec.labels.horizon)
+    tags = {"model_type": "ensemble", "dataset_fingerprint": dataset.meta.fingerprint}
+    with tracker.run("ensemble", parent=parent_run_id, tags=tags) as run:
+        mlflow.log_params({"folds": folds, "bases": ",".join(c.kind for c in configs), "meta_learner": "LogisticRegression(C=1)"})
+        mlflow.log_dict({c.kind: c.model_dump() for c in configs}, "base_configs.json")
+        stack = fit_stack(dataset, configs, folds, on_fold=on_fold)
+        mlflow.log_metric("oof_rows", len(stack.oof_rows))
+        predictions = [base.predict(dataset, "test") for base in bases]
+        labels = predictions[0][1]
+        proba = stack.predict([p for p, _ in predictions])
+        metrics, edge = evaluate_and_log(dataset, "ensemble", proba, labels)
+        example = np.hstack([p[:4] for p, _ in predictions])
+        info = mlflow.sklearn.log_model(stack.meta, name="meta_learner", input_example=example)
+        version = tracker.register(info.model_uri, registered, tags)
+    config = {"folds": folds, "bases": [c.model_dump() for c in configs]}
+    return Candidate(
+        "ensemble", "ensemble", config, stack, metrics, edge, run.info.run_id, info.model_uri, registered, version, proba, labels
+    )
