@@ -11,7 +11,7 @@ from pydantic import Field
 from scalping_assets.assets.ticks import partition_day_symbol, ticks
 from scalping_assets.features import registry
 from scalping_assets.features.daily import day_features, day_labels, warmup_rows
-from scalping_assets.features.dataset import SPLITS, Dataset, DatasetSpec, SplitSpec, build_dataset
+from scalping_assets.features.dataset import SPLITS, Dataset, DatasetSpec, SplitSpec, build_dataset, resolve_epochs
 from scalping_assets.features.labels import CLASSES, Barriers, LabelSpec, class_balance
 from scalping_assets.features.plots import correlation_heatmap_png, mutual_information, mutual_information_png
 from scalping_assets.market.simulator import DEFAULT_ORIGIN
@@ -275,7 +275,7 @@ def dataset_finite(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResul
 def dataset_splits_disjoint(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     dataset = _load(context)
     frame, (b1, b2) = dataset.frame, dataset.meta.boundaries
-    resolve = frame[["direction_resolve_epoch", "barrier_resolve_epoch"]].max(axis=1)
+    resolve = pd.Series(resolve_epochs(frame), index=frame.index)
     span_end = {"train": b1, "validation": b2}
     crossing = {s: int((resolve[frame["split"] == s] >= end).sum()) for s, end in span_end.items()}
     outside = {

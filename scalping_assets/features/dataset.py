@@ -179,10 +179,15 @@ def _symbol_rows(
     return frame.loc[in_range].reset_index(drop=True), ticks
 
 
+def resolve_epochs(frame: pd.DataFrame) -> np.ndarray:
+    """Epoch at which a row's labels are both known: purges and fold cuts are judged by it."""
+    return np.maximum(frame["direction_resolve_epoch"].to_numpy(), frame["barrier_resolve_epoch"].to_numpy())
+
+
 def _assign_splits(frame: pd.DataFrame, boundaries: list[int], embargo: int, tick_epochs: np.ndarray) -> pd.Series:
     epochs = frame["epoch"].to_numpy()
     split = np.select([epochs < boundaries[0], epochs < boundaries[1]], [0, 1], 2)
-    resolve = np.maximum(frame["direction_resolve_epoch"].to_numpy(), frame["barrier_resolve_epoch"].to_numpy())
+    resolve = resolve_epochs(frame)
     keep = np.ones(len(frame), bool)
     for i, boundary in enumerate(boundaries):
         keep &= ~((split == i) & (resolve >= boundary))  # purge: the label reaches into the next span

@@ -16,12 +16,10 @@ import mlflow
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from ..features.dataset import Dataset
+from ..features.dataset import Dataset, resolve_epochs
 from .config import TrainConfig
 from .pipeline import Candidate, TrainedModel, evaluate_and_log, fit
 from .tracking import Tracker, registered_model_name
-
-RESOLVE_COLUMNS = ["direction_resolve_epoch", "barrier_resolve_epoch"]
 
 
 @dataclass
@@ -57,7 +55,7 @@ def purged_blocks(dataset: Dataset, k: int, embargo_ticks: int) -> list[tuple[np
     epochs = frame["epoch"].to_numpy()[train]
     edges = np.quantile(epochs, np.linspace(0, 1, k + 1), method="lower")
     edges[-1] = epochs.max() + 1
-    resolve = frame[RESOLVE_COLUMNS].max(axis=1).to_numpy()[train]
+    resolve = resolve_epochs(frame)[train]
     ticks = frame["tick"].to_numpy()[train]
     symbols = frame["symbol"].to_numpy()[train]
     blocks = []

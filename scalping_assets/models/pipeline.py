@@ -71,7 +71,8 @@ class Candidate:
 
 
 def _majority_class(dataset: Dataset) -> int:
-    return int(np.bincount(dataset.xy("train")[1], minlength=3).argmax())
+    labels = dataset.rows("train")[dataset.meta.spec.target].to_numpy(np.int64)
+    return int(np.bincount(labels, minlength=3).argmax())
 
 
 def _log_model(model: TrainedModel, dataset: Dataset, name: str) -> str:
