@@ -1,6 +1,7 @@
 """Models: the pipeline finds the planted signal, invents none on martingales, and MLflow gives back
 exactly the model it was given."""
 
+import os
 from datetime import date
 
 import mlflow
@@ -8,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from scalping_assets.definitions import build_resources
 from scalping_assets.features.dataset import DatasetSpec, build_dataset
 from scalping_assets.market.planted import bayes_direction_accuracy
 from scalping_assets.market.simulator import simulator
@@ -141,3 +143,15 @@ def test_stacked_ensemble_learns_only_from_out_of_fold_predictions(planted):
     accuracy = float((proba.argmax(axis=1) == candidates[0].test_labels).mean())
     best = max(c.metrics["accuracy"] for c in candidates)
     assert accuracy >= best - 0.01, f"ensemble {accuracy:.4f} vs best base {best:.4f}"
+
+
+def test_a_tracker_leaves_the_users_mlflow_setting_alone(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    Tracker(f"sqlite:///{tmp_path}/first.db", artifact_root=str(tmp_path / "artifacts"))
+    assert "MLFLOW_TRACKING_URI" not in os.environ, "the resources would send later runs to the first store"
+    resources = build_resources(str(tmp_path / "data"))
+    assert resources["mlflow_store"].tracking_uri.endswith(f"{tmp_path}/data/mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    Tracker(f"sqlite:///{tmp_path}/second.db", artifact_root=str(tmp_path / "artifacts"))
+    assert os.environ["MLFLOW_TRACKING_URI"] == "http://mlflow.example:5000"
+    assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path}/second.db"

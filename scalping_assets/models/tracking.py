@@ -7,6 +7,7 @@ Models are registered under one name per (symbol set, horizon), tagged with thei
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import tempfile
@@ -32,11 +33,27 @@ def git_commit(cwd: str | Path | None = None) -> str:
     return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
+def _set_process_uris(uri: str) -> None:
+    """Point MLflow's fluent API (runs, log_model, register_model) at `uri` for this process.
+
+    MLflow also exports the URIs as MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI; those are the user's
+    setting (the resources read them), so they are put back as they were.
+    """
+    saved = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str = "scalping", artifact_root: str | None = None):
         self.tracking_uri = tracking_uri
-        mlflow.set_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri)
+        _set_process_uris(tracking_uri)
+        self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root)
