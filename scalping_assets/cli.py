@@ -68,6 +68,9 @@ def _run_partitions(job: dg.JobDefinition, keys, instance, resources) -> tuple[d
     return outcomes, failures
 
 
+DEMO_WALK_FORWARD_FOLDS = 3
+
+
 def demo(args: argparse.Namespace) -> int:
     from scalping_assets.definitions import build_resources, defs
 
@@ -87,16 +90,22 @@ def demo(args: argparse.Namespace) -> int:
     dataset = defs.resolve_job_def("dataset_job").execute_in_process(
         instance=instance,
         resources=resources,
-        run_config={**QUIET_LOGS, "ops": {"training_dataset": {"config": {"symbols": dataset_symbols}}}},
+        run_config={
+            **QUIET_LOGS,
+            "ops": {"training_dataset": {"config": {"symbols": dataset_symbols, "walk_forward_folds": DEMO_WALK_FORWARD_FOLDS}}},
+        },
         raise_on_error=False,
     )
     dataset_checks = dataset.get_asset_check_evaluations()
     failures += (not dataset.success) + sum(not c.passed and c.severity == dg.AssetCheckSeverity.ERROR for c in dataset_checks)
     models = None
     if dataset.success and not args.skip_models:
-        print("[models_job] training lstm, cnn, transformer and xgboost (profile demo)", flush=True)
+        print("[models_job] training lstm, cnn, transformer and xgboost (profile demo), walking xgboost forward", flush=True)
         models = defs.resolve_job_def("models_job").execute_in_process(
-            instance=instance, resources=resources, run_config=QUIET_LOGS, raise_on_error=False
+            instance=instance,
+            resources=resources,
+            run_config={**QUIET_LOGS, "ops": {"xgboost_model": {"config": {"walk_forward": True}}}},
+            raise_on_error=False,
         )
         failures += not models.success
     elapsed = time.perf_counter() - started
@@ -135,6 +144,18 @@ def demo(args: argparse.Namespace) -> int:
             r = row.data
             figures = f"{r['accuracy_mean']:>9.4f} {r['log_loss']:>9.4f} {r['brier']:>7.4f} {r['worst_p_value']:>9.2g}"
             print(f"  {r['model']:<12} {figures}")
+        walk = models.asset_materializations_for_node("xgboost_model")[0].metadata["walk_forward"].value[0]
+        print(f"  xgboost walked forward over {len(walk['folds'])} expanding folds:")
+        for fold in walk["folds"]:
+            print(
+                f"    fold {fold['fold']}: {fold['train_rows']:>7,} training rows, accuracy {fold['accuracy']:.4f} "
+                f"vs majority {fold['majority_accuracy']:.4f}, p {fold['p_value']:.2g}"
+            )
+        summary = walk["aggregate"]
+        print(
+            f"    mean {summary['accuracy_mean']:.4f} ± {summary['accuracy_std']:.4f}, "
+            f"excess {summary['excess_accuracy_mean']:+.4f}, combined p {summary['combined_p_value']:.2g}"
+        )
         uri = resources["mlflow_store"].tracking_uri
         print(f"  tracked in MLflow: .venv/bin/mlflow ui --backend-store-uri {uri}")
     elif models is not None:

@@ -4,6 +4,7 @@ import os
 
 import dagster as dg
 
+from scalping_assets.assets.backtest import EVALUATION_ASSETS
 from scalping_assets.assets.features import (
     dataset_class_balance,
     dataset_finite,
@@ -17,8 +18,8 @@ from scalping_assets.assets.models import MODEL_ASSETS, model_comparison
 from scalping_assets.assets.ticks import ticks
 from scalping_assets.checks import tick_checks
 from scalping_assets.resources import (
-    DatasetStoreResource,
     DerivResource,
+    FolderResource,
     FrameStoreResource,
     MLflowResource,
     SimulatorResource,
@@ -29,6 +30,7 @@ from scalping_assets.schedules import (
     daily_labels_schedule,
     daily_ticks_schedule,
     dataset_job,
+    evaluation_job,
     features_job,
     labels_job,
     models_job,
@@ -48,7 +50,8 @@ def build_resources(
         "deriv": DerivResource(url=deriv_url or ""),
         "feature_store": FrameStoreResource(root=os.path.join(data_dir, "features")),
         "label_store": FrameStoreResource(root=os.path.join(data_dir, "labels")),
-        "dataset_store": DatasetStoreResource(root=os.path.join(data_dir, "datasets")),
+        "dataset_store": FolderResource(root=os.path.join(data_dir, "datasets")),
+        "report_store": FolderResource(root=os.path.join(data_dir, "reports")),
         "mlflow_store": MLflowResource(
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
             or f"sqlite:///{os.path.abspath(os.path.join(data_dir, 'mlflow.db'))}",
@@ -58,9 +61,9 @@ def build_resources(
 
 
 defs = dg.Definitions(
-    assets=[ticks, features, labels, training_dataset, *MODEL_ASSETS, model_comparison],
+    assets=[ticks, features, labels, training_dataset, *MODEL_ASSETS, model_comparison, *EVALUATION_ASSETS],
     asset_checks=[tick_checks, features_defined_after_warmup, dataset_finite, dataset_splits_disjoint, dataset_class_balance],
-    jobs=[ticks_job, features_job, daily_job, labels_job, dataset_job, models_job],
+    jobs=[ticks_job, features_job, daily_job, labels_job, dataset_job, models_job, evaluation_job],
     schedules=[daily_ticks_schedule, daily_labels_schedule],
     resources=build_resources(),
     # Training uses every core already; steps running side by side would only fight over them.

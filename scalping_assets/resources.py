@@ -59,8 +59,8 @@ class FrameStoreResource(dg.ConfigurableResource):
         return FrameStore(self.root)
 
 
-class DatasetStoreResource(dg.ConfigurableResource):
-    """Training datasets, one folder per dataset name under `root`."""
+class FolderResource(dg.ConfigurableResource):
+    """Named folders under `root`: training datasets, backtest reports."""
 
     root: str = "data/datasets"
 

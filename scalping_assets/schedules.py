@@ -38,6 +38,11 @@ models_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("models"),
     description="Train every model family on the training dataset and compare them.",
 )
+evaluation_job = dg.define_asset_job(
+    "evaluation_job",
+    selection=dg.AssetSelection.groups("evaluation"),
+    description="Backtest every candidate out of sample, then run the promotion gate.",
+)
 
 
 def _requests(context: dg.ScheduleEvaluationContext, days_back: int, kind: str):

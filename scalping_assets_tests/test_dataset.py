@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from scalping_assets.features import registry as R
-from scalping_assets.features.dataset import SPLITS, Dataset, DatasetSpec, SplitSpec, build_dataset
+from scalping_assets.features.dataset import (
+    SPLITS,
+    Dataset,
+    DatasetSpec,
+    SplitSpec,
+    build_dataset,
+    load_walk_forward,
+    save_walk_forward,
+    walk_forward_datasets,
+)
 from scalping_assets.features.labels import Barriers, LabelSpec
 from scalping_assets.features.plots import NOISE, mutual_information, mutual_information_png
 from scalping_assets.market.simulator import simulator
@@ -96,6 +105,55 @@ def test_sequence_windows_are_contiguous_ticks_of_one_symbol(dataset):
     # One window per row except each contiguous run's first 49 rows.
     runs = (np.diff(part["tick"].to_numpy()) != 1) | (part["symbol"].to_numpy()[1:] != part["symbol"].to_numpy()[:-1])
     assert len(windows) == len(part) - 49 * (runs.sum() + 1)
+
+
+def _assert_purged(fold: Dataset) -> None:
+    frame, (validation_from, test_from), until = fold.frame, fold.meta.boundaries, fold.meta.until
+    resolve = frame[["direction_resolve_epoch", "barrier_resolve_epoch"]].max(axis=1)
+    train, val, test = (frame["split"] == s for s in SPLITS)
+    assert resolve[train].max() < validation_from, "a training label uses a validation price"
+    assert resolve[val].max() < test_from, "a validation label uses a test price"
+    assert frame.loc[test, "epoch"].min() >= test_from
+    if until is not None:
+        assert resolve[test].max() < until, "a test label reaches into the next fold's block"
+
+
+def test_walk_forward_folds_expand_purge_and_fit_on_their_own_training_span():
+    ticks = _ticks()
+    folds = walk_forward_datasets(SPEC, ticks, folds=3)
+    assert len(folds) == 3
+    for fold in folds:
+        _assert_purged(fold)
+    # Expanding window; the test blocks tile the later samples without overlap.
+    assert [f.meta.rows["train"] for f in folds] == sorted(f.meta.rows["train"] for f in folds)
+    assert folds[0].meta.rows["train"] < folds[2].meta.rows["train"] / 2
+    for earlier, later in zip(folds, folds[1:], strict=False):
+        assert earlier.meta.until == later.meta.boundaries[1]
+        assert earlier.rows("test")["epoch"].max() < later.meta.boundaries[1]
+    assert folds[-1].meta.until is None
+    # Rewriting every price from the first fold's test block on: that fold's fit cannot see it, the next ones do.
+    test_from = folds[0].meta.boundaries[1]
+    for symbol in SYMBOLS:
+        after = ticks[symbol]["epoch"] >= test_from
+        ticks[symbol].loc[after, "quote"] = np.round(ticks[symbol].loc[after, "quote"] * 1.3, 3)
+    changed = walk_forward_datasets(SPEC, ticks, folds=3)
+    assert changed[0].meta.scaler_mean == folds[0].meta.scaler_mean
+    assert changed[0].meta.fitted == folds[0].meta.fitted
+    assert changed[1].meta.scaler_mean != folds[1].meta.scaler_mean
+
+
+def test_walk_forward_folds_are_stored_beside_the_dataset(dataset, tmp_path):
+    folder = dataset.save(tmp_path / "ds")
+    with pytest.raises(FileNotFoundError, match="walk_forward_folds"):
+        load_walk_forward(folder)
+    folds = walk_forward_datasets(SPEC, _ticks(), folds=2)
+    save_walk_forward(folder, folds)
+    assert [f.meta for f in load_walk_forward(folder)] == [f.meta for f in folds]
+    save_walk_forward(folder, [])
+    with pytest.raises(FileNotFoundError):
+        load_walk_forward(folder)
+    with pytest.raises(ValueError, match="at least one fold"):
+        walk_forward_datasets(SPEC, _ticks(), folds=0)
 
 
 def test_save_and_load_round_trip(dataset, tmp_path):

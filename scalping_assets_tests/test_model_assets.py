@@ -8,7 +8,7 @@ import pytest
 
 from scalping_assets.assets.models import BASE_MODEL_ASSETS
 from scalping_assets.definitions import build_resources, defs
-from scalping_assets.features.dataset import DatasetSpec, build_dataset
+from scalping_assets.features.dataset import DatasetSpec, build_dataset, save_walk_forward, walk_forward_datasets
 from scalping_assets.market.simulator import simulator
 from scalping_assets.models.tracking import PARENT_TAG
 
@@ -22,8 +22,10 @@ def run(tmp_path_factory):
     resources = build_resources(str(data), seed=3)
     spec = DatasetSpec(symbols=["SIG_AR1"], start=date(2026, 1, 2), end=date(2026, 1, 2), sequence_length=20)
     ticks = simulator("SIG_AR1", 3).days(date(2026, 1, 1), date(2026, 1, 2))
-    build_dataset(spec, {"SIG_AR1": ticks}).save(resources["dataset_store"].folder("default"))
+    folder = build_dataset(spec, {"SIG_AR1": ticks}).save(resources["dataset_store"].folder("default"))
+    save_walk_forward(folder, walk_forward_datasets(spec, {"SIG_AR1": ticks}, folds=2))
     config = {"ops": {asset.key.path[-1]: {"config": FAST} for asset in BASE_MODEL_ASSETS}}
+    config["ops"]["xgboost_model"]["config"] = FAST | {"walk_forward": True}
     with dg.instance_for_test() as instance:
         result = defs.resolve_job_def("models_job").execute_in_process(
             instance=instance, resources=resources, run_config={**QUIET, **config}
@@ -38,6 +40,10 @@ def test_every_model_family_trains_logs_and_registers(run):
     parents = tracker.client.search_runs([tracker.experiment_id], f"tags.{PARENT_TAG} = '{result.run_id}'")
     assert len(parents) == 1, "one parent run per Dagster run"
     children = tracker.client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{parents[0].info.run_id}'")
+    walks = [r for r in children if r.data.tags.get("walk_forward") == "true"]
+    children = [r for r in children if r not in walks]
+    assert sorted(r.info.run_name for r in walks) == ["xgboost-seed0-walk-forward", "xgboost-seed1-walk-forward"]
+    assert all(len(tracker.client.get_metric_history(r.info.run_id, "wf_accuracy")) == 2 for r in walks)
     assert sorted(r.data.tags["model_type"] for r in children) == sorted(
         ["lstm", "cnn", "transformer", "xgboost"] * 2 + ["ensemble"]
     )
@@ -60,3 +66,7 @@ def test_model_comparison_tabulates_every_candidate(run):
     assert "data:image/png;base64," in metadata["chart"].value
     xgb = result.asset_materializations_for_node("xgboost_model")[0].metadata
     assert xgb["mlflow_runs"].value.count("- [") == 2
+    walks = xgb["walk_forward"].value
+    assert len(walks) == 2 and all(len(w["folds"]) == 2 for w in walks)
+    assert "data:image/png;base64," in xgb["walk_forward_chart"].value
+    assert "walk_forward" not in result.asset_materializations_for_node("cnn_model")[0].metadata

@@ -10,27 +10,32 @@ import pytest
 import torch
 
 from scalping_assets.definitions import build_resources
-from scalping_assets.features.dataset import DatasetSpec, build_dataset
+from scalping_assets.features.dataset import DatasetSpec, build_dataset, walk_forward_datasets
 from scalping_assets.market.planted import bayes_direction_accuracy
 from scalping_assets.market.simulator import simulator
 from scalping_assets.models.config import profile_config
-from scalping_assets.models.ensemble import fit_stack
+from scalping_assets.models.ensemble import ensemble_fit_predict, fit_stack
 from scalping_assets.models.losses import FocalLoss, balanced_class_weights
 from scalping_assets.models.nets import CNNMicrostructure, LSTMScalper, TransformerScalper
 from scalping_assets.models.pipeline import train_candidate
 from scalping_assets.models.tracking import Tracker
 from scalping_assets.models.train import predict_proba
 from scalping_assets.models.trees import predict_tree
+from scalping_assets.models.walk_forward import log_walk_forward, model_fit_predict, walk_forward
 
 HORIZON = 10
 # Small and quick: a day of ticks, 50-tick windows, a few thousand training windows.
 FAST = {"epochs": 3, "max_train_windows": 4_000, "max_eval_windows": 2_000}
 
 
-def _dataset(symbol: str, days: int = 1, seed: int = 7):
+def _spec_and_ticks(symbol: str, days: int, seed: int):
     last = date(2026, 1, 1 + days)
     spec = DatasetSpec(symbols=[symbol], start=date(2026, 1, 2), end=last, sequence_length=50)
-    return build_dataset(spec, {symbol: simulator(symbol, seed).days(date(2026, 1, 1), last)})
+    return spec, {symbol: simulator(symbol, seed).days(date(2026, 1, 1), last)}
+
+
+def _dataset(symbol: str, days: int = 1, seed: int = 7):
+    return build_dataset(*_spec_and_ticks(symbol, days, seed))
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +148,32 @@ def test_stacked_ensemble_learns_only_from_out_of_fold_predictions(planted):
     accuracy = float((proba.argmax(axis=1) == candidates[0].test_labels).mean())
     best = max(c.metrics["accuracy"] for c in candidates)
     assert accuracy >= best - 0.01, f"ensemble {accuracy:.4f} vs best base {best:.4f}"
+
+
+@pytest.mark.parametrize("symbol", ["SIG_AR1", "R_100"])
+def test_walk_forward_finds_the_planted_signal_in_every_fold_and_none_in_a_martingale(symbol, tracker):
+    folds = walk_forward_datasets(*_spec_and_ticks(symbol, 2, 7), folds=3)
+    result = walk_forward(folds, model_fit_predict(profile_config("demo", "xgboost", **FAST)))
+    summary = result.aggregate()
+    assert [f.fold for f in result.folds] == [1, 2, 3]
+    if symbol == "SIG_AR1":
+        assert all(f.accuracy > f.majority_accuracy and f.p_value < 1e-3 for f in result.folds), result.records()
+        assert summary["combined_p_value"] < 1e-9
+    else:
+        assert summary["combined_p_value"] >= 0.01, result.records()
+    run_id = log_walk_forward(tracker, f"xgboost-{symbol}", result, None, {"model_type": "xgboost"})
+    history = tracker.client.get_metric_history(run_id, "wf_accuracy")
+    assert [m.step for m in history] == [1, 2, 3]
+    assert tracker.client.get_run(run_id).data.metrics["wf_accuracy_mean"] == pytest.approx(summary["accuracy_mean"])
+
+
+def test_the_ensemble_walks_forward_with_its_bases_refitted_per_fold():
+    spec, ticks = _spec_and_ticks("SIG_AR1", 1, 5)
+    folds = walk_forward_datasets(spec, ticks, folds=2)
+    configs = [profile_config("demo", "xgboost", seed=s, n_estimators=40) for s in (0, 1)]
+    result = walk_forward(folds, ensemble_fit_predict(configs, folds=2))
+    assert len(result.folds) == 2
+    assert all(f.accuracy > f.majority_accuracy for f in result.folds), result.records()
 
 
 def test_a_tracker_leaves_the_users_mlflow_setting_alone(tmp_path, monkeypatch):

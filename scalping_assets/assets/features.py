@@ -1,6 +1,6 @@
 """Feature, label and dataset assets: thin wiring around `scalping_assets.features`."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Literal
 
 import dagster as dg
@@ -11,13 +11,22 @@ from pydantic import Field
 from scalping_assets.assets.ticks import partition_day_symbol, ticks
 from scalping_assets.features import registry
 from scalping_assets.features.daily import day_features, day_labels, warmup_rows
-from scalping_assets.features.dataset import SPLITS, Dataset, DatasetSpec, SplitSpec, build_dataset, resolve_epochs
+from scalping_assets.features.dataset import (
+    SPLITS,
+    Dataset,
+    DatasetSpec,
+    SplitSpec,
+    build_dataset,
+    resolve_epochs,
+    save_walk_forward,
+    walk_forward_datasets,
+)
 from scalping_assets.features.labels import CLASSES, Barriers, LabelSpec, class_balance
 from scalping_assets.features.plots import correlation_heatmap_png, mutual_information, mutual_information_png
 from scalping_assets.market.simulator import DEFAULT_ORIGIN
 from scalping_assets.partitions import TICK_PARTITIONS
 from scalping_assets.plotting import markdown_image
-from scalping_assets.resources import DatasetStoreResource, FrameStoreResource, TickStoreResource
+from scalping_assets.resources import FolderResource, FrameStoreResource, TickStoreResource
 
 
 def _days_around(start_offset: int, end_offset: int) -> dg.MultiPartitionMapping:
@@ -151,6 +160,9 @@ class DatasetConfig(LabelsConfig):
     validation: float = 0.15
     test: float = 0.15
     embargo_ticks: int = 100
+    walk_forward_folds: int = Field(
+        default=0, ge=0, description="expanding-window walk-forward folds stored beside the dataset (0: none)"
+    )
 
     def dataset_spec(self, stored: list[list[date]]) -> DatasetSpec:
         common = sorted(set.intersection(*(set(days) for days in stored))) if stored else []
@@ -173,6 +185,28 @@ class DatasetConfig(LabelsConfig):
         )
 
 
+def _folds_table(folds: list[Dataset]) -> dg.TableMetadataValue:
+    records = [
+        dg.TableRecord(
+            {
+                "fold": k,
+                **{split: fold.meta.rows[split] for split in SPLITS},
+                "test_from": _utc(fold.meta.boundaries[1]),
+                "test_until": _utc(fold.meta.until) if fold.meta.until else "end",
+            }
+        )
+        for k, fold in enumerate(folds, start=1)
+    ]
+    columns = [dg.TableColumn("fold", "int"), *(dg.TableColumn(s, "int") for s in SPLITS)]
+    return dg.MetadataValue.table(
+        records=records, schema=dg.TableSchema(columns=[*columns, dg.TableColumn("test_from"), dg.TableColumn("test_until")])
+    )
+
+
+def _utc(epoch: int) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def _day_range(first: date, last: date) -> list[date]:
     return [date.fromordinal(o) for o in range(first.toordinal(), last.toordinal() + 1)]
 
@@ -188,7 +222,7 @@ def training_dataset(
     config: DatasetConfig,
     tick_store: TickStoreResource,
     feature_store: FrameStoreResource,
-    dataset_store: DatasetStoreResource,
+    dataset_store: FolderResource,
 ) -> dg.MaterializeResult:
     store, fstore = tick_store.store(), feature_store.store()
     spec = config.dataset_spec([store.days(symbol) for symbol in config.symbols])
@@ -208,6 +242,12 @@ def training_dataset(
     folder = dataset.save(dataset_store.folder(config.name))
     meta = dataset.meta
     context.log.info(f"dataset {config.name}: rows {meta.rows}, dropped {meta.dropped}, fingerprint {meta.fingerprint}")
+    folds = (
+        walk_forward_datasets(spec, tick_frames, feature_frames, config.walk_forward_folds) if config.walk_forward_folds else []
+    )
+    save_walk_forward(folder, folds)
+    for k, fold in enumerate(folds, start=1):
+        context.log.info(f"walk-forward fold {k}/{len(folds)}: rows {fold.meta.rows}, test from epoch {fold.meta.boundaries[1]}")
     x_train, y_train = dataset.xy("train")
     groups = dataset.rows("train")["symbol"].to_numpy()
     mi = mutual_information(x_train, y_train, groups, dataset.feature_names, stride=spec.target_lookahead)
@@ -227,6 +267,7 @@ def training_dataset(
             "features": FEATURE_TABLE,
             "garch": dg.MetadataValue.json({s: f.garch.model_dump() for s, f in meta.fitted.items()}),
             "fingerprint": dg.MetadataValue.text(meta.fingerprint),
+            "walk_forward_folds": _folds_table(folds),
             "correlation_heatmap": dg.MetadataValue.md(markdown_image(heatmap, "correlation")),
             "mutual_information": dg.MetadataValue.md(markdown_image(chart, "mutual information")),
         }

@@ -8,12 +8,20 @@ import numpy as np
 from pydantic import Field
 
 from scalping_assets.assets.features import training_dataset
-from scalping_assets.features.dataset import Dataset
+from scalping_assets.features.dataset import Dataset, load_walk_forward
 from scalping_assets.models.config import MODEL_KINDS, PROFILES, SEQUENCE_KINDS, TrainConfig, profile_config
-from scalping_assets.models.ensemble import train_ensemble
+from scalping_assets.models.ensemble import ensemble_fit_predict, train_ensemble
 from scalping_assets.models.pipeline import Candidate, TrainedModel, train_candidate
+from scalping_assets.models.walk_forward import (
+    FitPredict,
+    WalkForwardResult,
+    log_walk_forward,
+    model_fit_predict,
+    walk_forward,
+    walk_forward_png,
+)
 from scalping_assets.plotting import figure_png, markdown_image
-from scalping_assets.resources import DatasetStoreResource, MLflowResource
+from scalping_assets.resources import FolderResource, MLflowResource
 
 HEADLINE = ("accuracy", "log_loss", "brier", "f1_UP", "f1_DOWN")
 
@@ -24,6 +32,7 @@ class ModelConfig(dg.Config):
     dataset: str = Field(default="default", description="name of the training_dataset folder")
     epochs: int | None = Field(default=None, description="override of the profile's epochs")
     max_train_windows: int | None = Field(default=None, description="override of the profile's training sample")
+    walk_forward: bool = Field(default=False, description="also refit and score on the dataset's walk-forward folds")
 
 
 def _candidate_metadata(candidates: list[Candidate], tracker, profile: str, dataset: Dataset) -> dict:
@@ -33,6 +42,7 @@ def _candidate_metadata(candidates: list[Candidate], tracker, profile: str, data
             "run_id": c.run_id,
             "version": c.version,
             "model_uri": c.model_uri,
+            "registered_model": c.registered_name,
             "config": c.config,
             **{k: c.metrics[k] for k in HEADLINE},
             **{f"edge_{k}": v for k, v in c.edge.items()},
@@ -65,7 +75,7 @@ def _model_asset(kind: str) -> dg.AssetsDefinition:
         description=f"{kind} classifier trained per seed, each an MLflow run and a registered model version.",
     )
     def model_asset(
-        context: dg.AssetExecutionContext, config: ModelConfig, dataset_store: DatasetStoreResource, mlflow_store: MLflowResource
+        context: dg.AssetExecutionContext, config: ModelConfig, dataset_store: FolderResource, mlflow_store: MLflowResource
     ):
         dataset = Dataset.load(dataset_store.folder(config.dataset))
         tracker = mlflow_store.tracker()
@@ -86,9 +96,67 @@ def _model_asset(kind: str) -> dg.AssetsDefinition:
             candidate = train_candidate(dataset, train_config, tracker, parent, progress)
             context.log.info(f"{candidate.name}: test accuracy {candidate.metrics['accuracy']:.4f}, edge {candidate.edge}")
             candidates.append(candidate)
-        return dg.MaterializeResult(metadata=_candidate_metadata(candidates, tracker, config.profile, dataset))
+        metadata = _candidate_metadata(candidates, tracker, config.profile, dataset)
+        if config.walk_forward:
+            results = [
+                _walk_forward(
+                    context,
+                    dataset_store,
+                    config.dataset,
+                    tracker,
+                    parent,
+                    c.name,
+                    kind,
+                    model_fit_predict(TrainConfig(**c.config)),
+                )
+                for c in candidates
+            ]
+            metadata |= _walk_forward_metadata(results)
+        return dg.MaterializeResult(metadata=metadata)
 
     return model_asset
+
+
+def _walk_forward(
+    context: dg.AssetExecutionContext,
+    dataset_store: FolderResource,
+    dataset_name: str,
+    tracker,
+    parent: str,
+    name: str,
+    kind: str,
+    fit_predict: FitPredict,
+) -> WalkForwardResult:
+    try:
+        folds = load_walk_forward(dataset_store.folder(dataset_name))
+    except FileNotFoundError as exc:
+        raise dg.Failure(str(exc)) from exc
+
+    def announce(k: int, fold: Dataset) -> None:
+        context.log.info(f"{name} walk-forward fold {k}/{len(folds)}: {fold.meta.rows['train']:,} training rows")
+
+    result = walk_forward(folds, fit_predict, announce)
+    log_walk_forward(tracker, name, result, parent, {"model_type": kind, "dataset_fingerprint": folds[-1].meta.fingerprint})
+    summary = result.aggregate()
+    context.log.info(
+        f"{name} walk-forward: accuracy {summary['accuracy_mean']:.4f} ± {summary['accuracy_std']:.4f}, "
+        f"excess over majority {summary['excess_accuracy_mean']:+.4f}, combined p {summary['combined_p_value']:.3g}"
+    )
+    return result
+
+
+def _walk_forward_metadata(results: list[WalkForwardResult]) -> dict:
+    aggregates = [r.aggregate() for r in results]
+    return {
+        "walk_forward_accuracy_mean": dg.MetadataValue.float(float(np.mean([a["accuracy_mean"] for a in aggregates]))),
+        "walk_forward_excess_accuracy": dg.MetadataValue.float(float(np.mean([a["excess_accuracy_mean"] for a in aggregates]))),
+        "walk_forward": dg.MetadataValue.json(
+            [{"folds": r.records(), "aggregate": a} for r, a in zip(results, aggregates, strict=True)]
+        ),
+        "walk_forward_chart": dg.MetadataValue.md(
+            markdown_image(walk_forward_png(results[0], "walk-forward, first seed"), "walk-forward")
+        ),
+    }
 
 
 BASE_MODEL_ASSETS = [_model_asset(kind) for kind in MODEL_KINDS]
@@ -97,6 +165,7 @@ BASE_MODEL_ASSETS = [_model_asset(kind) for kind in MODEL_KINDS]
 class EnsembleConfig(dg.Config):
     dataset: str = Field(default="default", description="name of the training_dataset folder")
     folds: int = Field(default=2, ge=2, description="time blocks of the training span for out-of-fold predictions")
+    walk_forward: bool = Field(default=False, description="also refit bases and stack on the dataset's walk-forward folds")
 
 
 def _load_base(summary: dict) -> TrainedModel:
@@ -113,7 +182,7 @@ def _load_base(summary: dict) -> TrainedModel:
     description="Logistic-regression stack over the base models, fitted on their out-of-fold predictions only.",
 )
 def ensemble_model(
-    context: dg.AssetExecutionContext, config: EnsembleConfig, dataset_store: DatasetStoreResource, mlflow_store: MLflowResource
+    context: dg.AssetExecutionContext, config: EnsembleConfig, dataset_store: FolderResource, mlflow_store: MLflowResource
 ) -> dg.MaterializeResult:
     dataset = Dataset.load(dataset_store.folder(config.dataset))
     tracker = mlflow_store.tracker()
@@ -123,16 +192,22 @@ def ensemble_model(
         if event is None or event.asset_materialization is None:
             raise dg.Failure(f"{asset.key.to_user_string()} is not materialized: the ensemble needs every base model")
         bases.append(_load_base(event.asset_materialization.metadata["candidates"].value[0]))
+    parent = tracker.parent_run_id(context.run_id, f"dagster {context.run_id[:8]}")
     candidate = train_ensemble(
         dataset,
         bases,
         tracker,
-        tracker.parent_run_id(context.run_id, f"dagster {context.run_id[:8]}"),
+        parent,
         config.folds,
         on_fold=lambda i, c: context.log.info(f"fold {i + 1}/{config.folds}: fitting {c.kind} for out-of-fold predictions"),
     )
     context.log.info(f"ensemble: test accuracy {candidate.metrics['accuracy']:.4f}, edge {candidate.edge}")
-    return dg.MaterializeResult(metadata=_candidate_metadata([candidate], tracker, "stack", dataset))
+    metadata = _candidate_metadata([candidate], tracker, "stack", dataset)
+    if config.walk_forward:
+        fit_predict = ensemble_fit_predict([b.config for b in bases], config.folds)
+        result = _walk_forward(context, dataset_store, config.dataset, tracker, parent, "ensemble", "ensemble", fit_predict)
+        metadata |= _walk_forward_metadata([result])
+    return dg.MaterializeResult(metadata=metadata)
 
 
 MODEL_ASSETS = [*BASE_MODEL_ASSETS, ensemble_model]

@@ -11,6 +11,7 @@ normalisation are fitted on the training span only and applied unchanged to the 
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -80,6 +81,7 @@ class DatasetMeta(BaseModel):
     spec: DatasetSpec
     feature_names: list[str]
     boundaries: list[int]  # epochs where validation and test begin
+    until: int | None = None  # first epoch after the test span (walk-forward folds)
     scaler_mean: list[float]
     scaler_scale: list[float]
     fitted: dict[str, FittedFeatures]
@@ -184,7 +186,9 @@ def resolve_epochs(frame: pd.DataFrame) -> np.ndarray:
     return np.maximum(frame["direction_resolve_epoch"].to_numpy(), frame["barrier_resolve_epoch"].to_numpy())
 
 
-def _assign_splits(frame: pd.DataFrame, boundaries: list[int], embargo: int, tick_epochs: np.ndarray) -> pd.Series:
+def _assign_splits(
+    frame: pd.DataFrame, boundaries: list[int], embargo: int, tick_epochs: np.ndarray, until: int | None
+) -> pd.Series:
     epochs = frame["epoch"].to_numpy()
     split = np.select([epochs < boundaries[0], epochs < boundaries[1]], [0, 1], 2)
     resolve = resolve_epochs(frame)
@@ -193,6 +197,8 @@ def _assign_splits(frame: pd.DataFrame, boundaries: list[int], embargo: int, tic
         keep &= ~((split == i) & (resolve >= boundary))  # purge: the label reaches into the next span
         first_after = int(np.searchsorted(tick_epochs, boundary))
         keep &= ~((split == i + 1) & (frame["tick"].to_numpy() < first_after + embargo))
+    if until is not None:
+        keep &= resolve < until  # a walk-forward fold's test labels stay inside its block
     labels = np.where(keep, np.array(SPLITS, dtype=object)[split], None)
     return pd.Series(labels, index=frame.index)
 
@@ -203,13 +209,20 @@ def _fingerprint(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_dataset(
-    spec: DatasetSpec,
-    ticks: dict[str, pd.DataFrame],
-    features: dict[str, pd.DataFrame] | None = None,
-) -> Dataset:
-    """Assemble the dataset from each symbol's ticks (which may start before `spec.start`: that is
-    warm-up) and optionally its precomputed base features (computed here when absent)."""
+@dataclass
+class _Prepared:
+    """Per-symbol rows with base features and labels, computed once and cut into any number of splits."""
+
+    spec: DatasetSpec
+    per_symbol: dict[str, tuple[pd.DataFrame, pd.DataFrame]]  # (rows, all ticks)
+    candidates: np.ndarray  # pooled epochs of the rows whose base features are defined, sorted
+
+    def quantile(self, q: float, below: int | None = None) -> int:
+        pool = self.candidates if below is None else self.candidates[self.candidates < below]
+        return int(np.quantile(pool, q, method="lower"))
+
+
+def _prepare(spec: DatasetSpec, ticks: dict[str, pd.DataFrame], features: dict[str, pd.DataFrame] | None) -> _Prepared:
     missing = [s for s in spec.symbols if s not in ticks or ticks[s].empty]
     if missing:
         raise ValueError(f"no ticks for {missing} between {spec.start} and {spec.end}")
@@ -220,11 +233,16 @@ def build_dataset(
     )
     if len(candidates) < 100:
         raise ValueError(f"only {len(candidates)} samples after warm-up in {spec.start}..{spec.end}: too few to split")
-    cuts = np.cumsum([spec.split.train, spec.split.validation])
-    boundaries = [int(np.quantile(candidates, c, method="lower")) for c in cuts]
+    return _Prepared(spec, per_symbol, np.sort(candidates))
 
+
+def _assemble(prepared: _Prepared, boundaries: list[int], until: int | None = None) -> Dataset:
+    """Cut at `boundaries` (validation and test start), drop rows from `until` on, fit on train only."""
+    spec = prepared.spec
     frames, fitted = [], {}
-    for symbol, (frame, tick_frame) in per_symbol.items():
+    for symbol, (frame, tick_frame) in prepared.per_symbol.items():
+        frame = frame if until is None else frame.loc[frame["epoch"] < until]
+        frame = frame.copy()
         pip = get_symbol(symbol).pip_size
         quotes = tick_frame["quote"].to_numpy(np.float64)
         tick_epochs = tick_frame["epoch"].to_numpy(np.int64)
@@ -236,7 +254,7 @@ def build_dataset(
         fitted[symbol] = fit_features(log_returns_bp(pips(quotes, pip))[train_ticks], rv[train_ticks])
         for name, values in fitted_features(quotes, pip, rv, fitted[symbol]).items():
             frame[name] = values[rows]
-        frame["split"] = _assign_splits(frame, boundaries, spec.split.embargo_ticks, tick_epochs)
+        frame["split"] = _assign_splits(frame, boundaries, spec.split.embargo_ticks, tick_epochs, until)
         frames.append(frame)
     frame = pd.concat(frames, ignore_index=True)
     names = R.feature_names(fitted=True)
@@ -259,6 +277,7 @@ def build_dataset(
         spec=spec,
         feature_names=names,
         boundaries=boundaries,
+        until=until,
         scaler_mean=scaler.mean_.tolist(),
         scaler_scale=scale.tolist(),
         fitted=fitted,
@@ -268,6 +287,60 @@ def build_dataset(
         fingerprint=_fingerprint(frame),
     )
     return Dataset(frame, meta)
+
+
+def build_dataset(
+    spec: DatasetSpec,
+    ticks: dict[str, pd.DataFrame],
+    features: dict[str, pd.DataFrame] | None = None,
+) -> Dataset:
+    """Assemble the dataset from each symbol's ticks (which may start before `spec.start`: that is
+    warm-up) and optionally its precomputed base features (computed here when absent)."""
+    prepared = _prepare(spec, ticks, features)
+    cuts = np.cumsum([spec.split.train, spec.split.validation])
+    return _assemble(prepared, [prepared.quantile(c) for c in cuts])
+
+
+def walk_forward_datasets(
+    spec: DatasetSpec,
+    ticks: dict[str, pd.DataFrame],
+    features: dict[str, pd.DataFrame] | None = None,
+    folds: int = 3,
+) -> list[Dataset]:
+    """Expanding-window walk-forward: the samples are cut in time into `folds + 1` equal blocks; fold k
+    tests on block k and trains on everything before it, its last `validation / (train + validation)`
+    share held out for early stopping. Each fold is a dataset of its own, with the same purge and
+    embargo at both of its boundaries, its test labels kept inside its block, and its fitted features
+    and normaliser fitted on its own training span."""
+    if folds < 1:
+        raise ValueError(f"walk-forward needs at least one fold, got {folds}")
+    prepared = _prepare(spec, ticks, features)
+    edges = [prepared.quantile(i / (folds + 1)) for i in range(1, folds + 1)] + [None]
+    validation_share = spec.split.validation / (spec.split.train + spec.split.validation)
+    datasets = []
+    for k in range(folds):
+        test_from = edges[k]
+        validation_from = prepared.quantile(1 - validation_share, below=test_from)
+        datasets.append(_assemble(prepared, [validation_from, test_from], edges[k + 1]))
+    return datasets
+
+
+WALK_FORWARD = "walk_forward"
+
+
+def save_walk_forward(folder: str | Path, folds: list[Dataset]) -> list[Path]:
+    """Replace the folds stored beside a dataset (none: remove them)."""
+    root = Path(folder) / WALK_FORWARD
+    shutil.rmtree(root, ignore_errors=True)
+    return [fold.save(root / f"fold_{k + 1}") for k, fold in enumerate(folds)]
+
+
+def load_walk_forward(folder: str | Path) -> list[Dataset]:
+    root = Path(folder) / WALK_FORWARD
+    paths = sorted(root.glob("fold_*"), key=lambda p: int(p.name.removeprefix("fold_")))
+    if not paths:
+        raise FileNotFoundError(f"no walk-forward folds in {root}: materialize training_dataset with walk_forward_folds >= 1")
+    return [Dataset.load(p) for p in paths]
 
 
 def label_columns(frame: pd.DataFrame) -> list[str]:

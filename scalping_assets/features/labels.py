@@ -17,6 +17,7 @@ from .batch import pips, trailing_sum
 
 DOWN, NEUTRAL, UP = 0, 1, 2
 CLASSES = ("DOWN", "NEUTRAL", "UP")
+PROBABILITY_COLUMNS = [f"p_{c.lower()}" for c in CLASSES]  # how predictions are stored
 UNRESOLVED = -1
 SIGMA_WINDOW = 100
 

@@ -134,3 +134,14 @@ def train_ensemble(
     return Candidate(
         "ensemble", "ensemble", config, stack, metrics, edge, run.info.run_id, info.model_uri, registered, version, proba, labels
     )
+
+
+def ensemble_fit_predict(configs: list[TrainConfig], folds: int = 2) -> Callable[[Dataset], tuple[np.ndarray, np.ndarray]]:
+    """Walk-forward twin of `train_ensemble`: the bases and the stack both refitted on the fold."""
+
+    def fit_predict(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
+        stack = fit_stack(dataset, configs, folds)
+        predictions = [fit(dataset, config).predict(dataset, "test") for config in configs]
+        return stack.predict([p for p, _ in predictions]), predictions[0][1]
+
+    return fit_predict

@@ -17,6 +17,7 @@ import xgboost as xgb
 from mlflow.models import infer_signature
 
 from ..features.dataset import Dataset
+from ..features.labels import PROBABILITY_COLUMNS
 from .config import SEQUENCE_KINDS, TrainConfig
 from .metrics import calibration_png, classification_metrics, confusion_png, edge_test, importance_png, learning_curves_png
 from .tracking import Tracker, registered_model_name
@@ -70,7 +71,7 @@ class Candidate:
     test_labels: np.ndarray
 
 
-def _majority_class(dataset: Dataset) -> int:
+def majority_class(dataset: Dataset) -> int:
     labels = dataset.rows("train")[dataset.meta.spec.target].to_numpy(np.int64)
     return int(np.bincount(labels, minlength=3).argmax())
 
@@ -132,10 +133,10 @@ def train_candidate(
                 mlflow.log_metrics({"train_loss": train_loss, "val_loss": val_loss}, step=step + 1)
             gains = importance(model.booster, dataset.feature_names)
             mlflow.log_dict(gains, "feature_importance.json")
-            Tracker.log_png(importance_png(gains, f"{name}: feature importance"), "plots/feature_importance.png")
+            Tracker.log_bytes(importance_png(gains, f"{name}: feature importance"), "plots/feature_importance.png")
         proba, labels = model.predict(dataset, "test")
         xlabel = "epoch" if model.net is not None else "boosting round"
-        Tracker.log_png(learning_curves_png(model.curves, f"{name}: learning curves", xlabel), "plots/learning_curves.png")
+        Tracker.log_bytes(learning_curves_png(model.curves, f"{name}: learning curves", xlabel), "plots/learning_curves.png")
         mlflow.log_metric("best_step", model.best_step)
         metrics, edge = evaluate_and_log(dataset, name, proba, labels)
         model_uri = _log_model(model, dataset, "model")
@@ -156,11 +157,24 @@ def train_candidate(
     )
 
 
+PREDICTIONS_ARTIFACT = "predictions/test.parquet"
+
+
+def prediction_frame(dataset: Dataset, proba: np.ndarray) -> pd.DataFrame:
+    """Test-span probabilities with the (symbol, epoch) of the tick each was made at: what backtests replay."""
+    rows = dataset.rows("test").iloc[dataset.windows("test").ends]
+    frame = pd.DataFrame({"symbol": rows["symbol"].to_numpy(), "epoch": rows["epoch"].to_numpy()})
+    for i, column in enumerate(PROBABILITY_COLUMNS):
+        frame[column] = proba[:, i]
+    return frame
+
+
 def evaluate_and_log(dataset: Dataset, name: str, proba: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
-    """Test metrics, the edge test and the test plots, logged to the active run."""
+    """Test metrics, the edge test, the test plots and the test predictions, logged to the active run."""
+    Tracker.log_bytes(prediction_frame(dataset, proba).to_parquet(index=False), PREDICTIONS_ARTIFACT)
     metrics = classification_metrics(labels, proba)
-    edge = edge_test(labels, proba.argmax(axis=1), _majority_class(dataset), dataset.meta.spec.target_lookahead)
+    edge = edge_test(labels, proba.argmax(axis=1), majority_class(dataset), dataset.meta.spec.target_lookahead)
     mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()} | {f"test_edge_{k}": v for k, v in edge.items()})
-    Tracker.log_png(confusion_png(labels, proba, f"{name}: test confusion"), "plots/confusion.png")
-    Tracker.log_png(calibration_png(labels, proba, f"{name}: test reliability"), "plots/calibration.png")
+    Tracker.log_bytes(confusion_png(labels, proba, f"{name}: test confusion"), "plots/confusion.png")
+    Tracker.log_bytes(calibration_png(labels, proba, f"{name}: test reliability"), "plots/calibration.png")
     return metrics, edge

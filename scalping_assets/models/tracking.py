@@ -86,10 +86,10 @@ class Tracker:
         return f"{base.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
 
     @staticmethod
-    def log_png(png: bytes, path: str) -> None:
+    def log_bytes(data: bytes, path: str) -> None:
         with tempfile.TemporaryDirectory() as folder:
             file = Path(folder) / Path(path).name
-            file.write_bytes(png)
+            file.write_bytes(data)
             mlflow.log_artifact(str(file), artifact_path=str(Path(path).parent) if Path(path).parent != Path(".") else None)
 
     def register(self, model_uri: str, name: str, tags: dict[str, str]) -> str:

@@ -47,8 +47,8 @@ class EpochLog:
     val_loss: float
     val_accuracy: float
     learning_rate: float
-    seconds: float
-    samples_per_second: float
+    seconds: float  # the whole epoch, validation included
+    samples_per_second: float  # training windows per second of the training pass alone
 
 
 @dataclass
@@ -117,6 +117,7 @@ def train_torch(
             schedule.step()
             total += loss.item() * len(y)
             seen += len(y)
+        training_seconds = time.perf_counter() - started
         probabilities = torch.from_numpy(predict_proba(model, validation, val_index)).to(device)
         val_loss = float(loss_fn(torch.log(probabilities.clamp_min(1e-12)), y_val))
         seconds = time.perf_counter() - started
@@ -127,7 +128,7 @@ def train_torch(
             val_accuracy=float((probabilities.argmax(1) == y_val).float().mean()),
             learning_rate=schedule.get_last_lr()[0],
             seconds=seconds,
-            samples_per_second=seen / seconds,
+            samples_per_second=seen / training_seconds,
         )
         result.history.append(log)
         if on_epoch:

@@ -1,0 +1,196 @@
+"""Evaluation assets: an out-of-sample backtest of every candidate, and the promotion gate."""
+
+import math
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+from pydantic import Field, create_model
+
+from scalping_assets.assets.models import MODEL_ASSETS
+from scalping_assets.backtest.engine import ExecutionConfig
+from scalping_assets.backtest.promotion import GateCandidate, GateCriteria, promote
+from scalping_assets.backtest.report import backtest_predictions
+from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_report, trial_sharpes
+from scalping_assets.features.dataset import DatasetMeta
+from scalping_assets.plotting import markdown_image
+from scalping_assets.resources import FolderResource, MLflowResource, TickStoreResource
+
+TABLE_COLUMNS = (
+    "trades",
+    "win_rate",
+    "expectancy",
+    "profit_factor",
+    "sharpe_annualised",
+    "max_drawdown_pct",
+    "p_value_vs_random",
+    "deflated_sharpe",
+)
+WARMUP_SECONDS = 3600  # ticks before the test span that set the RMS move of sigma barriers
+
+
+def _fields(model) -> dict:
+    return {name: (field.annotation, field) for name, field in model.model_fields.items()}
+
+
+class _BacktestOptions(dg.Config):
+    dataset: str = Field(default="default", description="name of the training_dataset folder")
+    symbols: list[str] = Field(default_factory=list, description="symbols to trade (empty: every symbol of the dataset)")
+    draws: int = Field(default=200, ge=10, description="random-entry draws of the baseline")
+    seed: int = 0
+
+    def execution(self) -> ExecutionConfig:
+        return ExecutionConfig(**self.model_dump(include=set(ExecutionConfig.model_fields)))
+
+
+# The execution fields are ExecutionConfig's own, so the UI's config form and the engine cannot drift apart.
+BacktestConfig = create_model("BacktestConfig", __base__=_BacktestOptions, **_fields(ExecutionConfig))
+GateConfig = create_model("GateConfig", __base__=dg.Config, **_fields(GateCriteria))
+
+
+def _latest_candidates(context: dg.AssetExecutionContext) -> list[dict]:
+    found = []
+    for asset in MODEL_ASSETS:
+        event = context.instance.get_latest_materialization_event(asset.key)
+        if event is None or event.asset_materialization is None:
+            context.log.warning(f"{asset.key.to_user_string()} is not materialized; left out")
+            continue
+        model = asset.key.path[-1].removesuffix("_model")
+        for c in event.asset_materialization.metadata["candidates"].value:
+            name = model if model == "ensemble" else f"{model}-seed{c['seed']}"
+            found.append({"name": name} | {k: c[k] for k in ("run_id", "version", "model_uri", "registered_model")})
+    if not found:
+        raise dg.Failure("no model asset is materialized yet")
+    return found
+
+
+def _table(rows: list[dict]) -> dg.TableMetadataValue:
+    columns = [dg.TableColumn("candidate"), dg.TableColumn("version"), *(dg.TableColumn(c, "float") for c in TABLE_COLUMNS)]
+    columns.append(dg.TableColumn("significant", "bool"))
+    records = [
+        dg.TableRecord(
+            {
+                "candidate": r["name"],
+                "version": r["version"],
+                **{c: None if r["summary"][c] is None else round(float(r["summary"][c]), 5) for c in TABLE_COLUMNS},
+                "significant": bool(r["summary"]["significant"]),
+            }
+        )
+        for r in rows
+    ]
+    return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
+
+
+@dg.asset(
+    deps=MODEL_ASSETS,
+    group_name="evaluation",
+    kinds={"mlflow", "html"},
+    description="Tick-by-tick backtest of every candidate's test-span predictions with costs, against random entries.",
+)
+def backtest_report(
+    context: dg.AssetExecutionContext,
+    config: BacktestConfig,
+    dataset_store: FolderResource,
+    tick_store: TickStoreResource,
+    report_store: FolderResource,
+    mlflow_store: MLflowResource,
+) -> dg.MaterializeResult:
+    meta_path = dataset_store.folder(config.dataset) / "meta.json"
+    if not meta_path.exists():
+        raise dg.Failure(f"no dataset {config.dataset!r}: materialize training_dataset first")
+    meta = DatasetMeta.model_validate_json(meta_path.read_text())
+    unknown = sorted(set(config.symbols) - set(meta.spec.symbols))
+    if unknown:
+        raise dg.Failure(f"symbols {unknown} are not in dataset {config.dataset!r} ({meta.spec.symbols})")
+    symbols = config.symbols or meta.spec.symbols
+    start, end = meta.boundaries[1], meta.spec.end_epoch
+    store = tick_store.store()
+    ticks = {s: store.read(s, start - WARMUP_SECONDS, end) for s in symbols}
+    tracker = mlflow_store.tracker()
+    runs = candidate_runs(tracker)
+    execution = config.execution()
+    folder = report_store.folder(config.dataset)
+    rows = []
+    for candidate in _latest_candidates(context):
+        predictions = load_predictions(tracker, candidate["run_id"])
+        predictions = predictions[predictions["symbol"].isin(symbols)]
+        context.log.info(f"{candidate['name']}: backtesting {len(predictions):,} predictions on {', '.join(symbols)}")
+        report = backtest_predictions(
+            candidate["name"],
+            ticks,
+            predictions,
+            execution,
+            start,
+            end,
+            len(runs),
+            trial_sharpes(runs),
+            config.draws,
+            config.seed,
+        )
+        html = log_report(tracker, candidate["run_id"], report, folder)
+        context.log.info(f"{candidate['name']}: {report.verdict}")
+        summary = {k: (v if math.isfinite(v) else None) for k, v in report.summary().items()}  # JSON has no NaN
+        rows.append(candidate | {"summary": summary, "verdict": report.verdict, "html": str(html), "plots": report.plots})
+    best = max(rows, key=lambda r: -np.inf if r["summary"]["expectancy"] is None else r["summary"]["expectancy"])
+    verdicts = "\n".join(
+        f"- **{r['name']}** (v{r['version']}): {r['verdict']} [report]({Path(r['html']).as_uri()})" for r in rows
+    )
+    plots = "\n\n".join(markdown_image(png, name) for name, png in best["plots"].items())
+    return dg.MaterializeResult(
+        metadata={
+            "comparison": _table(rows),
+            "verdicts": dg.MetadataValue.md(verdicts),
+            "trials": dg.MetadataValue.int(len(runs)),
+            "span": dg.MetadataValue.json({"start": start, "end": end, "symbols": symbols}),
+            "execution": dg.MetadataValue.json(execution.model_dump()),
+            f"plots_{best['name']}": dg.MetadataValue.md(plots),
+            "candidates": dg.MetadataValue.json([{k: v for k, v in r.items() if k != "plots"} for r in rows]),
+        }
+    )
+
+
+@dg.asset(
+    deps=[backtest_report],
+    group_name="evaluation",
+    kinds={"mlflow"},
+    description="Promotion gate: the best candidate meeting the criteria with a significant edge becomes the MLflow champion.",
+)
+def champion(context: dg.AssetExecutionContext, config: GateConfig, mlflow_store: MLflowResource) -> dg.MaterializeResult:
+    event = context.instance.get_latest_materialization_event(backtest_report.key)
+    if event is None or event.asset_materialization is None:
+        raise dg.Failure("backtest_report is not materialized")
+    rows = event.asset_materialization.metadata["candidates"].value
+    tracker = mlflow_store.tracker()
+    registered = {r["registered_model"] for r in rows}
+    if len(registered) != 1:
+        raise dg.Failure(
+            f"the candidates belong to {len(registered)} registered models ({sorted(registered)}): gate one dataset at a time"
+        )
+    name = registered.pop()
+    criteria = GateCriteria(**config.model_dump())
+    candidates = [GateCandidate(r["name"], r["version"], r["summary"]) for r in rows]
+    decision = promote(tracker.client, name, candidates, criteria)
+    context.log.info(decision.message)
+    for candidate, reasons in decision.failures.items():
+        context.log.info(f"{candidate}: {'passed' if not reasons else 'failed: ' + '; '.join(reasons)}")
+    reasons = dg.MetadataValue.table(
+        records=[
+            dg.TableRecord({"candidate": c, "passed": not r, "reasons": "; ".join(r)}) for c, r in decision.failures.items()
+        ],
+        schema=dg.TableSchema(columns=[dg.TableColumn("candidate"), dg.TableColumn("passed", "bool"), dg.TableColumn("reasons")]),
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "decision": dg.MetadataValue.text(decision.message),
+            "promoted": dg.MetadataValue.bool(decision.promoted),
+            "registered_model": dg.MetadataValue.text(name),
+            "champion_version": dg.MetadataValue.text(decision.champion or "none"),
+            "previous_version": dg.MetadataValue.text(decision.previous or "none"),
+            "challenger_version": dg.MetadataValue.text(decision.challenger or "none"),
+            "gate": reasons,
+            "criteria": dg.MetadataValue.json(criteria.model_dump()),
+        }
+    )
+
+
+EVALUATION_ASSETS = [backtest_report, champion]

@@ -1,0 +1,117 @@
+"""The promotion gate: a candidate becomes `champion` only if its out-of-sample backtest meets the
+criteria and its edge is significant; the champion it replaces becomes `previous`, for rollback.
+
+Aliases live on the registered model in MLflow's registry, so every consumer (serving included)
+reads the same decision.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, Field
+
+CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+
+
+class GateCriteria(BaseModel):
+    min_win_rate: float = Field(default=0.65, description="share of trades with positive net P&L, strictly above")
+    min_sharpe: float = Field(default=1.5, description="annualised Sharpe ratio, strictly above")
+    max_drawdown_pct: float = Field(default=15.0, description="of peak equity, strictly below")
+    min_deflated_sharpe: float = Field(default=0.95, description="deflated Sharpe ratio, at least")
+    max_p_value: float = Field(default=0.05, description="p-value against random entries, strictly below")
+    min_trades: int = Field(default=30, ge=1)
+
+
+def gate_failures(summary: dict[str, float], criteria: GateCriteria) -> list[str]:
+    """Why a backtest fails the gate (empty: it passes). NaN never passes."""
+
+    def bad(value: float | None, ok: bool) -> bool:
+        return not (isinstance(value, int | float) and math.isfinite(value) and ok)
+
+    c, s = criteria, {k: (math.nan if v is None else v) for k, v in summary.items()}
+    checks = [  # (what, value, passes, what passing needs)
+        ("trades", s["trades"], s["trades"] >= c.min_trades, f">= {c.min_trades}"),
+        ("win rate", s["win_rate"], s["win_rate"] > c.min_win_rate, f"> {c.min_win_rate}"),
+        ("Sharpe (annualised)", s["sharpe_annualised"], s["sharpe_annualised"] > c.min_sharpe, f"> {c.min_sharpe}"),
+        ("max drawdown %", s["max_drawdown_pct"], s["max_drawdown_pct"] < c.max_drawdown_pct, f"< {c.max_drawdown_pct}"),
+        ("deflated Sharpe", s["deflated_sharpe"], s["deflated_sharpe"] >= c.min_deflated_sharpe, f">= {c.min_deflated_sharpe}"),
+        ("p vs random entries", s["p_value_vs_random"], s["p_value_vs_random"] < c.max_p_value, f"< {c.max_p_value}"),
+    ]  # fmt: skip
+    return [f"{name} {value:.4g} (needs {wanted})" for name, value, ok, wanted in checks if bad(value, ok)]
+
+
+@dataclass
+class GateCandidate:
+    name: str
+    version: str
+    summary: dict[str, float]
+
+
+@dataclass
+class GateDecision:
+    registered_model: str
+    champion: str | None  # version holding the alias after the decision
+    promoted: bool
+    previous: str | None
+    challenger: str | None
+    failures: dict[str, list[str]] = field(default_factory=dict)  # candidate name -> reasons
+
+    @property
+    def message(self) -> str:
+        if self.promoted:
+            return f"promoted version {self.champion} of {self.registered_model} to champion" + (
+                f" (version {self.previous} is now previous)" if self.previous else ""
+            )
+        kept = f"kept version {self.champion} as champion" if self.champion else "no champion yet"
+        return f"no candidate passed the gate: {kept}"
+
+
+def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def _rank(candidate: GateCandidate) -> tuple[float, float]:
+    return candidate.summary["deflated_sharpe"], candidate.summary["expectancy"]
+
+
+def promote(client: MlflowClient, registered_model: str, candidates: list[GateCandidate], criteria: GateCriteria) -> GateDecision:
+    """Apply the gate to every candidate, move the aliases, and tag each version with its verdict."""
+    failures = {c.name: gate_failures(c.summary, criteria) for c in candidates}
+    for c in candidates:
+        client.set_model_version_tag(registered_model, c.version, "gate", "; ".join(failures[c.name]) or "passed")
+    passing = sorted((c for c in candidates if not failures[c.name]), key=_rank, reverse=True)
+    current = alias_version(client, registered_model, CHAMPION)
+    previous = alias_version(client, registered_model, PREVIOUS)
+    challenger = None
+    if not passing:
+        return GateDecision(registered_model, current, False, previous, challenger, failures)
+    best = passing[0]
+    promoted = best.version != current
+    if promoted:
+        if current is not None:
+            client.set_registered_model_alias(registered_model, PREVIOUS, current)
+            previous = current
+        client.set_registered_model_alias(registered_model, CHAMPION, best.version)
+    runner_up = next((c for c in passing[1:] if c.version != best.version), None)
+    if runner_up is not None:
+        client.set_registered_model_alias(registered_model, CHALLENGER, runner_up.version)
+        challenger = runner_up.version
+    return GateDecision(registered_model, best.version, promoted, previous, challenger, failures)
+
+
+def rollback(client: MlflowClient, registered_model: str) -> tuple[str, str]:
+    """Swap `champion` and `previous` (so a rollback can itself be undone): returns (restored, demoted)."""
+    current = alias_version(client, registered_model, CHAMPION)
+    previous = alias_version(client, registered_model, PREVIOUS)
+    if current is None or previous is None:
+        raise ValueError(f"{registered_model} has no {'champion' if current is None else 'previous'} version to roll back")
+    client.set_registered_model_alias(registered_model, CHAMPION, previous)
+    client.set_registered_model_alias(registered_model, PREVIOUS, current)
+    return previous, current

@@ -1,0 +1,178 @@
+"""A backtest report of one candidate's predictions: trades, metrics, significance, plots and HTML."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from dataclasses import dataclass, field
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..features.labels import PROBABILITY_COLUMNS
+from ..market.symbols import get_symbol
+from ..plotting import figure_png
+from .engine import REASONS, ExecutionConfig, TickPath, run_backtest
+from .metrics import drawdown, equity_curve, performance
+from .significance import eligible_fills, random_entry_expectancies, significance, verdict
+
+
+@dataclass
+class BacktestReport:
+    name: str
+    config: ExecutionConfig
+    start: int
+    end: int
+    trades: pd.DataFrame
+    metrics: dict[str, float]
+    stats: dict[str, float]
+    per_symbol: dict[str, dict[str, float]]
+    baseline_win_rate: float
+    unfinished: int
+    plots: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        return verdict(self.stats)
+
+    def summary(self) -> dict[str, float]:
+        """Flat numbers for MLflow and the gate."""
+        return self.metrics | self.stats | {"baseline_win_rate": self.baseline_win_rate, "unfinished": self.unfinished}
+
+    def html(self) -> str:
+        rows = "".join(
+            f"<tr><td>{html.escape(k)}</td><td>{v:,.4f}</td></tr>"
+            if isinstance(v, float)
+            else f"<tr><td>{k}</td><td>{v}</td></tr>"
+            for k, v in self.summary().items()
+        )
+        symbols = "".join(
+            f"<tr><td>{s}</td><td>{m['trades']}</td><td>{m['win_rate']:.3f}</td><td>{m['expectancy']:.4f}</td>"
+            f"<td>{m['total_pnl_net']:,.2f}</td></tr>"
+            for s, m in self.per_symbol.items()
+        )
+        images = "".join(
+            f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}"><figcaption>{name}</figcaption></figure>'
+            for name, png in self.plots.items()
+        )
+        return f"""<!doctype html><html><head><meta charset="utf-8"><title>Backtest {html.escape(self.name)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}td{{padding:2px 10px}}figure{{display:inline-block}}</style>
+</head><body><h1>Backtest: {html.escape(self.name)}</h1><p><b>{html.escape(self.verdict)}</b></p>
+<h2>Execution</h2><pre>{html.escape(self.config.model_dump_json(indent=1))}</pre>
+<h2>Metrics</h2><table>{rows}</table>
+<h2>Per symbol</h2><table><tr><th>symbol</th><th>trades</th><th>win rate</th><th>expectancy</th><th>net P&amp;L</th></tr>
+{symbols}</table>
+<h2>Plots</h2>{images}</body></html>"""
+
+
+def _paths(ticks: dict[str, pd.DataFrame], config: ExecutionConfig) -> dict[str, TickPath]:
+    return {
+        symbol: TickPath.build(symbol, frame["epoch"].to_numpy(), frame["quote"].to_numpy(), get_symbol(symbol).pip_size, config)
+        for symbol, frame in ticks.items()
+    }
+
+
+def backtest_predictions(
+    name: str,
+    ticks: dict[str, pd.DataFrame],
+    predictions: pd.DataFrame,
+    config: ExecutionConfig,
+    start: int,
+    end: int,
+    trials: int = 1,
+    trial_sharpes: list[float] | None = None,
+    draws: int = 200,
+    seed: int = 0,
+) -> BacktestReport:
+    """Backtest `predictions` (symbol, epoch, p_down, p_neutral, p_up) on each symbol's ticks in
+    [start, end). Ticks before `start` only warm up the RMS move of sigma barriers."""
+    paths = _paths({s: f[f["epoch"] < end] for s, f in ticks.items()}, config)
+    trades, eligible, unfinished, per_symbol = [], {}, 0, {}
+    for symbol, path in paths.items():
+        mine = predictions[predictions["symbol"] == symbol]
+        where = np.searchsorted(path.epochs, mine["epoch"].to_numpy())
+        known = (where < len(path.epochs)) & (path.epochs[np.minimum(where, len(path.epochs) - 1)] == mine["epoch"].to_numpy())
+        if not known.all():
+            raise ValueError(f"{symbol}: {int((~known).sum())} predictions at epochs without a tick")
+        proba = np.full((len(path.epochs), 3), np.nan)
+        proba[where] = mine[PROBABILITY_COLUMNS].to_numpy()
+        proba[path.epochs < start] = np.nan
+        result = run_backtest(path, proba, config)
+        trades.append(result.trades)
+        unfinished += result.unfinished
+        fills = np.unique(where + config.latency_ticks) if len(where) else np.zeros(0, np.int64)
+        eligible[symbol] = np.intersect1d(
+            fills, eligible_fills(path, int(np.searchsorted(path.epochs, start)), len(path.k), config)
+        )
+        per_symbol[symbol] = performance(result.trades, config.capital, start, end)
+    frame = pd.concat(trades, ignore_index=True).sort_values(["entry_epoch", "symbol"], kind="stable").reset_index(drop=True)
+    frame["reason"] = pd.Categorical(frame["reason"].astype(str), categories=list(REASONS))
+    baseline, baseline_wins = random_entry_expectancies(paths, frame, eligible, config, draws, seed)
+    stats = significance(frame["pnl_net"].to_numpy(), baseline, trials, trial_sharpes or [], seed)
+    report = BacktestReport(
+        name,
+        config,
+        start,
+        end,
+        frame,
+        performance(frame, config.capital, start, end),
+        stats,
+        per_symbol,
+        float(np.mean(baseline_wins)) if len(baseline_wins) else math.nan,
+        unfinished,
+    )
+    report.plots = report_plots(report, baseline)
+    return report
+
+
+def report_plots(report: BacktestReport, baseline: np.ndarray) -> dict[str, bytes]:
+    trades, capital = report.trades, report.config.capital
+    equity = equity_curve(trades, capital)
+    plots = {}
+
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 4.2), dpi=90, sharex=True, height_ratios=[3, 1])
+    hours = (equity.index.to_numpy() - report.start) / 3600
+    top.plot(np.concatenate([[0], hours]), np.concatenate([[capital], equity.to_numpy()]), color="#4477aa", linewidth=1)
+    top.axhline(capital, color="grey", linewidth=0.7)
+    top.set_ylabel("equity")
+    top.set_title(f"{report.name}: equity after costs ({len(trades):,} trades)", fontsize=9)
+    _, dd_pct = drawdown(equity.to_numpy(), capital) if len(trades) else (None, np.zeros(0))
+    bottom.fill_between(hours, -100 * dd_pct, color="crimson", alpha=0.5, linewidth=0)
+    bottom.set_ylabel("drawdown %")
+    bottom.set_xlabel("hours into the test span")
+    plots["equity_drawdown"] = figure_png(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=90)
+    ax.hist(trades["pnl_net"], bins=60, color="#4477aa")
+    ax.axvline(0, color="grey", linewidth=0.8)
+    ax.axvline(report.stats["expectancy"], color="black", linestyle="--", linewidth=1, label="expectancy")
+    if len(baseline):
+        ax.axvline(float(baseline.mean()), color="crimson", linestyle=":", linewidth=1, label="random entries")
+    ax.set_xlabel("net P&L per trade")
+    ax.set_title("trade P&L", fontsize=9)
+    ax.legend(fontsize=8)
+    plots["pnl_histogram"] = figure_png(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=90)
+    ax.hist(trades["hold_seconds"], bins=40, color="#228833")
+    ax.set_xlabel("hold time, seconds")
+    ax.set_title(f"hold time (mean {report.metrics['avg_hold_seconds']:.1f} s)", fontsize=9)
+    plots["hold_time"] = figure_png(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=90)
+    counts = trades["reason"].value_counts().reindex(list(REASONS), fill_value=0)
+    mean_pnl = trades.groupby("reason", observed=False)["pnl_net"].mean().reindex(list(REASONS))
+    bars = ax.bar(list(REASONS), counts.to_numpy(), color=["#228833", "crimson", "#bbbbbb"])
+    for bar, pnl in zip(bars, mean_pnl.to_numpy(), strict=True):
+        ax.annotate(
+            f"mean {pnl:.3f}" if pnl == pnl else "",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            fontsize=7,
+        )
+    ax.set_ylabel("trades")
+    ax.set_title("exit reasons (mean net P&L)", fontsize=9)
+    plots["exit_reasons"] = figure_png(fig)
+    return plots
