@@ -3,11 +3,13 @@
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
 import time
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 
@@ -74,6 +76,7 @@ DEMO_WALK_FORWARD_FOLDS = 3
 def demo(args: argparse.Namespace) -> int:
     from scalping_assets.definitions import build_resources, defs
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps the demo's output readable
     symbols = _symbols(args.symbols, simulated=True)
     preferred = [s for s in DATASET_SYMBOLS if s in symbols]
     dataset_symbols = _symbols(args.dataset_symbols, simulated=True) if args.dataset_symbols else preferred or symbols
@@ -108,6 +111,13 @@ def demo(args: argparse.Namespace) -> int:
             raise_on_error=False,
         )
         failures += not models.success
+    evaluation = None
+    if models is not None and models.success:
+        print("[evaluation_job] backtesting every candidate on the test span, then the promotion gate", flush=True)
+        evaluation = defs.resolve_job_def("evaluation_job").execute_in_process(
+            instance=instance, resources=resources, run_config=QUIET_LOGS, raise_on_error=False
+        )
+        failures += not evaluation.success
     elapsed = time.perf_counter() - started
 
     print(f"\n{'date':<10}  {'symbol':<10} {'ticks':>7} {'first':>12} {'last':>12} {'min':>12} {'max':>12}  checks  features")
@@ -160,8 +170,10 @@ def demo(args: argparse.Namespace) -> int:
         print(f"  tracked in MLflow: .venv/bin/mlflow ui --backend-store-uri {uri}")
     elif models is not None:
         print("\nmodels_job failed: see the run in the Dagster UI")
+    if evaluation is not None:
+        _print_evaluation(evaluation)
     n_ticks = sum(tick_summary(store.read_day(s, d))["rows"] for (d, s), (ok, _, _) in tick_runs.items() if ok)
-    built = "features, labels, a dataset" + (" and models" if models is not None else "")
+    built = "features, labels, a dataset" + (", models, backtests and a gate decision" if evaluation is not None else "")
     print(
         f"\n{n_ticks:,} ticks in {len(keys)} partitions under {store.root}, {built} in {elapsed:.1f}s; "
         f"{'all blocking checks passed' if not failures else f'{failures} failure(s)'}."
@@ -236,6 +248,44 @@ def symbols(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_evaluation(evaluation) -> None:
+    if not evaluation.success:
+        print("\nevaluation_job failed: see the run in the Dagster UI")
+        return
+    report = evaluation.asset_materializations_for_node("backtest_report")[0].metadata
+    execution = report["execution"].value
+    print(
+        f"\nbacktests on the test span (enter at p >= {execution['min_confidence']}, TP {execution['take_profit']} / "
+        f"SL {execution['stop_loss']} {execution['unit']}, timeout {execution['max_hold_ticks']} ticks, "
+        f"spread {execution['spread_pips']} pips; {report['trials'].value} trials in MLflow):"
+    )
+    header = f"{'trades':>7} {'win rate':>8} {'expectancy':>10} {'Sharpe/yr':>9} {'max DD %':>8} {'p rand':>7} {'DSR':>5}"
+    print(f"  {'candidate':<18} {header}")
+    for c in report["candidates"].value:
+        m = {k: (math.nan if v is None else v) for k, v in c["summary"].items()}
+        print(
+            f"  {c['name']:<18} {m['trades']:>7,.0f} {m['win_rate']:>8.3f} {m['expectancy']:>10.4f} "
+            f"{m['sharpe_annualised']:>9.1f} {m['max_drawdown_pct']:>8.2f} {m['p_value_vs_random']:>7.3f} "
+            f"{m['deflated_sharpe']:>5.2f}"
+        )
+    gate = evaluation.asset_materializations_for_node("champion")[0].metadata
+    print(f"gate: {gate['decision'].value}")
+    for row in gate["gate"].value.records:
+        if not row.data["passed"]:
+            print(f"  {row.data['candidate']}: {row.data['reasons']}")
+    print(f"reports: {Path(report['candidates'].value[0]['html']).parent}")
+
+
+def rollback_champion(args: argparse.Namespace) -> int:
+    from scalping_assets.backtest.promotion import rollback
+    from scalping_assets.definitions import build_resources
+
+    tracker = build_resources(args.data_dir)["mlflow_store"].tracker()
+    restored, demoted = rollback(tracker.client, args.model)
+    print(f"{args.model}: version {restored} is champion again; version {demoted} is now previous (rollback again to undo)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scalping", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -271,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     c.add_argument("--progress-interval", type=float, default=30.0, help="seconds between progress lines")
     c.set_defaults(func=collect)
+    r = sub.add_parser("rollback", help="make the previous champion of a registered model champion again")
+    r.add_argument("--model", required=True, help="registered model name, e.g. scalping-CRASH1000-R_100-SIG_AR1-h10")
+    r.add_argument("--data-dir", default=os.environ.get("SCALPING_DATA_DIR", "data"), help="default %(default)s")
+    r.set_defaults(func=rollback_champion)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -7,6 +7,7 @@ import mlflow
 import pytest
 
 from scalping_assets.assets.models import BASE_MODEL_ASSETS
+from scalping_assets.backtest.promotion import CHAMPION, alias_version
 from scalping_assets.definitions import build_resources, defs
 from scalping_assets.features.dataset import DatasetSpec, build_dataset, save_walk_forward, walk_forward_datasets
 from scalping_assets.market.simulator import simulator
@@ -22,6 +23,8 @@ def run(tmp_path_factory):
     resources = build_resources(str(data), seed=3)
     spec = DatasetSpec(symbols=["SIG_AR1"], start=date(2026, 1, 2), end=date(2026, 1, 2), sequence_length=20)
     ticks = simulator("SIG_AR1", 3).days(date(2026, 1, 1), date(2026, 1, 2))
+    for day in (date(2026, 1, 1), date(2026, 1, 2)):
+        resources["tick_store"].store().write_day("SIG_AR1", day, simulator("SIG_AR1", 3).day(day))
     folder = build_dataset(spec, {"SIG_AR1": ticks}).save(resources["dataset_store"].folder("default"))
     save_walk_forward(folder, walk_forward_datasets(spec, {"SIG_AR1": ticks}, folds=2))
     config = {"ops": {asset.key.path[-1]: {"config": FAST} for asset in BASE_MODEL_ASSETS}}
@@ -30,11 +33,14 @@ def run(tmp_path_factory):
         result = defs.resolve_job_def("models_job").execute_in_process(
             instance=instance, resources=resources, run_config={**QUIET, **config}
         )
-        yield result, resources
+        evaluation = defs.resolve_job_def("evaluation_job").execute_in_process(
+            instance=instance, resources=resources, run_config={**QUIET, "ops": {"backtest_report": {"config": {"draws": 50}}}}
+        )
+        yield result, resources, evaluation
 
 
 def test_every_model_family_trains_logs_and_registers(run):
-    result, resources = run
+    result, resources, _ = run
     assert result.success
     tracker = resources["mlflow_store"].tracker()
     parents = tracker.client.search_runs([tracker.experiment_id], f"tags.{PARENT_TAG} = '{result.run_id}'")
@@ -58,7 +64,7 @@ def test_every_model_family_trains_logs_and_registers(run):
 
 
 def test_model_comparison_tabulates_every_candidate(run):
-    result, _ = run
+    result, _, _ = run
     metadata = result.asset_materializations_for_node("model_comparison")[0].metadata
     rows = metadata["comparison"].value.records
     assert {r.data["model"] for r in rows} == {"lstm", "cnn", "transformer", "xgboost", "ensemble"}
@@ -70,3 +76,29 @@ def test_model_comparison_tabulates_every_candidate(run):
     assert len(walks) == 2 and all(len(w["folds"]) == 2 for w in walks)
     assert "data:image/png;base64," in xgb["walk_forward_chart"].value
     assert "walk_forward" not in result.asset_materializations_for_node("cnn_model")[0].metadata
+
+
+def test_every_candidate_is_backtested_and_the_gate_decides(run):
+    result, resources, evaluation = run
+    assert evaluation.success
+    report = evaluation.asset_materializations_for_node("backtest_report")[0].metadata
+    candidates = report["candidates"].value
+    assert len(candidates) == 9, "4 families x 2 seeds and the ensemble"
+    assert report["trials"].value >= 9
+    tracker = resources["mlflow_store"].tracker()
+    for candidate in candidates:
+        run_data = tracker.client.get_run(candidate["run_id"]).data
+        assert run_data.metrics["bt_trades"] == candidate["summary"]["trades"]
+        assert run_data.tags["backtest_verdict"] == candidate["verdict"]
+        assert candidate["verdict"].startswith(("The edge is", "No trades"))
+    assert "data:image/png;base64," in next(v.value for k, v in report.items() if k.startswith("plots_"))
+    gate = evaluation.asset_materializations_for_node("champion")[0].metadata
+    name = gate["registered_model"].value
+    assert name == "scalping-SIG_AR1-h10"
+    verdicts = {r.data["candidate"]: r.data["passed"] for r in gate["gate"].value.records}
+    assert set(verdicts) == {c["name"] for c in candidates}
+    champion = alias_version(tracker.client, name, CHAMPION)
+    if any(verdicts.values()):
+        assert gate["promoted"].value and champion == gate["champion_version"].value
+    else:
+        assert champion is None and not gate["promoted"].value

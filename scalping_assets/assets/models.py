@@ -79,7 +79,7 @@ def _model_asset(kind: str) -> dg.AssetsDefinition:
     ):
         dataset = Dataset.load(dataset_store.folder(config.dataset))
         tracker = mlflow_store.tracker()
-        parent = tracker.parent_run_id(context.run_id, f"dagster {context.run_id[:8]}")
+        parent = tracker.parent_run_id(context.run.run_id, f"dagster {context.run.run_id[:8]}")
         overrides = {
             k: v for k, v in (("epochs", config.epochs), ("max_train_windows", config.max_train_windows)) if v is not None
         }
@@ -192,7 +192,7 @@ def ensemble_model(
         if event is None or event.asset_materialization is None:
             raise dg.Failure(f"{asset.key.to_user_string()} is not materialized: the ensemble needs every base model")
         bases.append(_load_base(event.asset_materialization.metadata["candidates"].value[0]))
-    parent = tracker.parent_run_id(context.run_id, f"dagster {context.run_id[:8]}")
+    parent = tracker.parent_run_id(context.run.run_id, f"dagster {context.run.run_id[:8]}")
     candidate = train_ensemble(
         dataset,
         bases,

@@ -42,7 +42,7 @@ class ExecutionConfig(BaseModel):
     max_positions: int = Field(default=1, ge=1)
     max_trades_per_hour: int | None = Field(default=None, ge=1)
     latency_ticks: int = Field(default=1, ge=0, description="the fill comes this many ticks after the signal")
-    spread_pips: float = Field(default=0.0, ge=0, description="full spread; each fill pays half")
+    spread_pips: float = Field(default=1.0, ge=0, description="full spread; each fill pays half")
     slippage_pips: float = Field(default=0.0, ge=0, description="adverse slippage per fill")
     slippage_sigma: float = Field(default=0.0, ge=0, description="adverse slippage per fill, in RMS tick moves")
     commission: float = Field(default=0.0, ge=0, description="per trade, account currency")
