@@ -32,14 +32,9 @@ CONFIG = ExecutionConfig(spread_pips=2, slippage_pips=0.5, slippage_sigma=0.1, c
 
 
 def ticks(n: int) -> pd.DataFrame:
-    simulator = TickSimulator(SYMBOL, seed=1)
-    days, total, i = [], 0, 0
-    while total < n:
-        day = simulator.simulate_day(DEFAULT_ORIGIN + timedelta(days=i))
-        days.append(day)
-        total += len(day)
-        i += 1
-    return pd.concat(days, ignore_index=True).iloc[:n]
+    per_day = get_symbol(SYMBOL).ticks_per_day
+    days = -(-n // per_day)
+    return TickSimulator(SYMBOL, seed=1).days(DEFAULT_ORIGIN, DEFAULT_ORIGIN + timedelta(days=days - 1)).iloc[:n]
 
 
 def signals(n: int, share: float = 0.01, seed: int = 0) -> np.ndarray:

@@ -14,10 +14,12 @@ figure is the median of its repeats, on the CPU threads torch picks by default.
 import argparse
 import statistics
 import time
+import warnings
 from datetime import date
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from scalping_assets.assets.features import DATASET_SYMBOLS
@@ -29,6 +31,8 @@ from scalping_assets.models.pipeline import fit
 from scalping_assets.models.train import build_net, train_torch
 from scalping_assets.models.trees import train_xgboost
 
+# The baseline runs a fixed 300 iterations: what it costs, converged or not.
+warnings.filterwarnings("ignore", category=ConvergenceWarning)
 SPEC = DatasetSpec(symbols=DATASET_SYMBOLS, start=date(2026, 1, 2), end=date(2026, 1, 3))
 
 

@@ -57,12 +57,25 @@ class ExecutionConfig(BaseModel):
 
 def signal_sides(proba: np.ndarray, min_confidence: float) -> np.ndarray:
     """+1 (buy) where UP is the predicted class with enough confidence, -1 for DOWN, else 0; rows
-    without a prediction (NaN) never trade."""
-    proba = np.asarray(proba)
-    defined = np.isfinite(proba).all(axis=1)
-    best = np.where(defined, np.nan_to_num(proba).argmax(axis=1), -1)
-    confident = defined & (np.nan_to_num(proba).max(axis=1) >= min_confidence)
-    return np.where(confident & (best == UP), 1, np.where(confident & (best == DOWN), -1, 0)).astype(np.int8)
+    without a prediction (NaN) never trade. Ties go to the first class, as numpy's argmax."""
+    return _sides(np.ascontiguousarray(proba), min_confidence)
+
+
+@numba.njit(cache=True)
+def _sides(proba, min_confidence):
+    out = np.zeros(proba.shape[0], np.int8)
+    for i in range(proba.shape[0]):
+        row = proba[i]
+        if np.isnan(row[0]) or np.isnan(row[1]) or np.isnan(row[2]):
+            continue
+        best = 0
+        if row[1] > row[best]:
+            best = 1
+        if row[2] > row[best]:
+            best = 2
+        if row[best] >= min_confidence:
+            out[i] = 1 if best == UP else -1 if best == DOWN else 0
+    return out
 
 
 @numba.njit(cache=True)
