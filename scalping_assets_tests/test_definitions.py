@@ -34,6 +34,12 @@ def test_definitions_hold_every_asset_check_job_and_schedule():
         "xgboost_model",
         "ensemble_model",
         "model_comparison",
+        "backtest_report",
+        "champion",
+    }
+    assert set(defs.resolve_job_def("evaluation_job").asset_layer.executable_asset_keys) >= {
+        dg.AssetKey("backtest_report"),
+        dg.AssetKey("champion"),
     }
     check_keys = defs.resolve_asset_graph().asset_check_keys
     tick_check_names = {key.name for key in check_keys if key.asset_key == dg.AssetKey("ticks")}
