@@ -16,10 +16,9 @@ from scalping_assets.features.dataset import (
     Dataset,
     DatasetSpec,
     SplitSpec,
-    build_dataset,
+    prepare_rows,
     resolve_epochs,
     save_walk_forward,
-    walk_forward_datasets,
 )
 from scalping_assets.features.labels import CLASSES, Barriers, LabelSpec, class_balance
 from scalping_assets.features.plots import correlation_heatmap_png, mutual_information, mutual_information_png
@@ -238,13 +237,12 @@ def training_dataset(
         tick_frames[symbol] = store.read(symbol, first_tick_day, spec.end_epoch)
         feature_frames[symbol] = pd.concat([fstore.read_day(symbol, d) for d in days], ignore_index=True)
         context.log.info(f"{symbol}: {len(tick_frames[symbol])} ticks, {len(feature_frames[symbol])} feature rows")
-    dataset = build_dataset(spec, tick_frames, feature_frames)
+    prepared = prepare_rows(spec, tick_frames, feature_frames)
+    dataset = prepared.dataset()
     folder = dataset.save(dataset_store.folder(config.name))
     meta = dataset.meta
     context.log.info(f"dataset {config.name}: rows {meta.rows}, dropped {meta.dropped}, fingerprint {meta.fingerprint}")
-    folds = (
-        walk_forward_datasets(spec, tick_frames, feature_frames, config.walk_forward_folds) if config.walk_forward_folds else []
-    )
+    folds = prepared.walk_forward(config.walk_forward_folds) if config.walk_forward_folds else []
     save_walk_forward(folder, folds)
     for k, fold in enumerate(folds, start=1):
         context.log.info(f"walk-forward fold {k}/{len(folds)}: rows {fold.meta.rows}, test from epoch {fold.meta.boundaries[1]}")

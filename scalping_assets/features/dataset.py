@@ -210,8 +210,9 @@ def _fingerprint(frame: pd.DataFrame) -> str:
 
 
 @dataclass
-class _Prepared:
-    """Per-symbol rows with base features and labels, computed once and cut into any number of splits."""
+class PreparedRows:
+    """Per-symbol rows with base features and labels, computed once and cut into any number of splits
+    (`prepare_rows`, then `dataset()` and/or `walk_forward(k)`)."""
 
     spec: DatasetSpec
     per_symbol: dict[str, tuple[pd.DataFrame, pd.DataFrame]]  # (rows, all ticks)
@@ -221,8 +222,35 @@ class _Prepared:
         pool = self.candidates if below is None else self.candidates[self.candidates < below]
         return int(np.quantile(pool, q, method="lower"))
 
+    def dataset(self) -> Dataset:
+        """The temporal train/validation/test split at the spec's fractions."""
+        cuts = np.cumsum([self.spec.split.train, self.spec.split.validation])
+        return _assemble(self, [self.quantile(c) for c in cuts])
 
-def _prepare(spec: DatasetSpec, ticks: dict[str, pd.DataFrame], features: dict[str, pd.DataFrame] | None) -> _Prepared:
+    def walk_forward(self, folds: int) -> list[Dataset]:
+        """Expanding-window walk-forward: the samples are cut in time into `folds + 1` equal blocks;
+        fold k tests on block k and trains on everything before it, its last `validation / (train +
+        validation)` share held out for early stopping. Each fold is a dataset of its own, with the
+        same purge and embargo at both of its boundaries, its test labels kept inside its block, and
+        its fitted features and normaliser fitted on its own training span."""
+        if folds < 1:
+            raise ValueError(f"walk-forward needs at least one fold, got {folds}")
+        split = self.spec.split
+        edges = [self.quantile(i / (folds + 1)) for i in range(1, folds + 1)] + [None]
+        validation_share = split.validation / (split.train + split.validation)
+        datasets = []
+        for k in range(folds):
+            test_from = edges[k]
+            validation_from = self.quantile(1 - validation_share, below=test_from)
+            datasets.append(_assemble(self, [validation_from, test_from], edges[k + 1]))
+        return datasets
+
+
+def prepare_rows(
+    spec: DatasetSpec, ticks: dict[str, pd.DataFrame], features: dict[str, pd.DataFrame] | None = None
+) -> PreparedRows:
+    """Each symbol's rows from its ticks (which may start before `spec.start`: that is warm-up) and
+    optionally its precomputed base features (computed here when absent)."""
     missing = [s for s in spec.symbols if s not in ticks or ticks[s].empty]
     if missing:
         raise ValueError(f"no ticks for {missing} between {spec.start} and {spec.end}")
@@ -233,10 +261,10 @@ def _prepare(spec: DatasetSpec, ticks: dict[str, pd.DataFrame], features: dict[s
     )
     if len(candidates) < 100:
         raise ValueError(f"only {len(candidates)} samples after warm-up in {spec.start}..{spec.end}: too few to split")
-    return _Prepared(spec, per_symbol, np.sort(candidates))
+    return PreparedRows(spec, per_symbol, np.sort(candidates))
 
 
-def _assemble(prepared: _Prepared, boundaries: list[int], until: int | None = None) -> Dataset:
+def _assemble(prepared: PreparedRows, boundaries: list[int], until: int | None = None) -> Dataset:
     """Cut at `boundaries` (validation and test start), drop rows from `until` on, fit on train only."""
     spec = prepared.spec
     frames, fitted = [], {}
@@ -294,11 +322,7 @@ def build_dataset(
     ticks: dict[str, pd.DataFrame],
     features: dict[str, pd.DataFrame] | None = None,
 ) -> Dataset:
-    """Assemble the dataset from each symbol's ticks (which may start before `spec.start`: that is
-    warm-up) and optionally its precomputed base features (computed here when absent)."""
-    prepared = _prepare(spec, ticks, features)
-    cuts = np.cumsum([spec.split.train, spec.split.validation])
-    return _assemble(prepared, [prepared.quantile(c) for c in cuts])
+    return prepare_rows(spec, ticks, features).dataset()
 
 
 def walk_forward_datasets(
@@ -307,22 +331,7 @@ def walk_forward_datasets(
     features: dict[str, pd.DataFrame] | None = None,
     folds: int = 3,
 ) -> list[Dataset]:
-    """Expanding-window walk-forward: the samples are cut in time into `folds + 1` equal blocks; fold k
-    tests on block k and trains on everything before it, its last `validation / (train + validation)`
-    share held out for early stopping. Each fold is a dataset of its own, with the same purge and
-    embargo at both of its boundaries, its test labels kept inside its block, and its fitted features
-    and normaliser fitted on its own training span."""
-    if folds < 1:
-        raise ValueError(f"walk-forward needs at least one fold, got {folds}")
-    prepared = _prepare(spec, ticks, features)
-    edges = [prepared.quantile(i / (folds + 1)) for i in range(1, folds + 1)] + [None]
-    validation_share = spec.split.validation / (spec.split.train + spec.split.validation)
-    datasets = []
-    for k in range(folds):
-        test_from = edges[k]
-        validation_from = prepared.quantile(1 - validation_share, below=test_from)
-        datasets.append(_assemble(prepared, [validation_from, test_from], edges[k + 1]))
-    return datasets
+    return prepare_rows(spec, ticks, features).walk_forward(folds)
 
 
 WALK_FORWARD = "walk_forward"
