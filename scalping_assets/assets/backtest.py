@@ -7,7 +7,8 @@ import dagster as dg
 import numpy as np
 from pydantic import Field, create_model
 
-from scalping_assets.assets.models import MODEL_ASSETS
+from scalping_assets.assets.materializations import latest_metadata
+from scalping_assets.assets.models import MODEL_ASSETS, latest_model_metadata
 from scalping_assets.backtest.engine import ExecutionConfig
 from scalping_assets.backtest.promotion import GateCandidate, GateCriteria, promote
 from scalping_assets.backtest.report import backtest_predictions
@@ -50,13 +51,8 @@ GateConfig = create_model("GateConfig", __base__=dg.Config, **_fields(GateCriter
 
 def _latest_candidates(context: dg.AssetExecutionContext) -> list[dict]:
     found = []
-    for asset in MODEL_ASSETS:
-        event = context.instance.get_latest_materialization_event(asset.key)
-        if event is None or event.asset_materialization is None:
-            context.log.warning(f"{asset.key.to_user_string()} is not materialized; left out")
-            continue
-        model = asset.key.path[-1].removesuffix("_model")
-        for c in event.asset_materialization.metadata["candidates"].value:
+    for model, metadata in latest_model_metadata(context).items():
+        for c in metadata["candidates"].value:
             name = model if model == "ensemble" else f"{model}-seed{c['seed']}"
             found.append({"name": name} | {k: c[k] for k in ("run_id", "version", "model_uri", "registered_model")})
     if not found:
@@ -156,10 +152,10 @@ def backtest_report(
     description="Promotion gate: the best candidate meeting the criteria with a significant edge becomes the MLflow champion.",
 )
 def champion(context: dg.AssetExecutionContext, config: GateConfig, mlflow_store: MLflowResource) -> dg.MaterializeResult:
-    event = context.instance.get_latest_materialization_event(backtest_report.key)
-    if event is None or event.asset_materialization is None:
+    report = latest_metadata(context, backtest_report.key)
+    if report is None:
         raise dg.Failure("backtest_report is not materialized")
-    rows = event.asset_materialization.metadata["candidates"].value
+    rows = report["candidates"].value
     tracker = mlflow_store.tracker()
     registered = {r["registered_model"] for r in rows}
     if len(registered) != 1:

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from scalping_assets.assets.materializations import latest_metadata
 from scalping_assets.assets.ticks import partition_day_symbol, ticks
 from scalping_assets.features import registry
 from scalping_assets.features.daily import day_features, day_labels, warmup_rows
@@ -293,10 +294,10 @@ def features_defined_after_warmup(
 
 def _load(context: dg.AssetCheckExecutionContext) -> Dataset:
     """The dataset the latest materialization wrote (its folder depends on the run's config)."""
-    event = context.instance.get_latest_materialization_event(training_dataset.key)
-    if event is None or event.asset_materialization is None:
+    metadata = latest_metadata(context, training_dataset.key)
+    if metadata is None:
         raise dg.Failure("training_dataset has not been materialized")
-    return Dataset.load(event.asset_materialization.metadata["path"].value)
+    return Dataset.load(metadata["path"].value)
 
 
 @dg.asset_check(asset=training_dataset, blocking=True, description="Every feature value finite, every label resolved")

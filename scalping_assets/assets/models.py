@@ -8,6 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from scalping_assets.assets.features import training_dataset
+from scalping_assets.assets.materializations import latest_metadata
 from scalping_assets.features.dataset import Dataset, load_walk_forward
 from scalping_assets.models.config import MODEL_KINDS, PROFILES, SEQUENCE_KINDS, TrainConfig, profile_config
 from scalping_assets.models.ensemble import ensemble_fit_predict, train_ensemble
@@ -188,10 +189,10 @@ def ensemble_model(
     tracker = mlflow_store.tracker()
     bases = []
     for asset in BASE_MODEL_ASSETS:
-        event = context.instance.get_latest_materialization_event(asset.key)
-        if event is None or event.asset_materialization is None:
+        metadata = latest_metadata(context, asset.key)
+        if metadata is None:
             raise dg.Failure(f"{asset.key.to_user_string()} is not materialized: the ensemble needs every base model")
-        bases.append(_load_base(event.asset_materialization.metadata["candidates"].value[0]))
+        bases.append(_load_base(metadata["candidates"].value[0]))
     parent = tracker.parent_run_id(context.run.run_id, f"dagster {context.run.run_id[:8]}")
     candidate = train_ensemble(
         dataset,
@@ -211,6 +212,18 @@ def ensemble_model(
 
 
 MODEL_ASSETS = [*BASE_MODEL_ASSETS, ensemble_model]
+
+
+def latest_model_metadata(context: dg.AssetExecutionContext) -> dict[str, dict]:
+    """Latest metadata of every materialized model asset, by model name; the others are logged and left out."""
+    found = {}
+    for asset in MODEL_ASSETS:
+        metadata = latest_metadata(context, asset.key)
+        if metadata is None:
+            context.log.warning(f"{asset.key.to_user_string()} is not materialized; left out")
+            continue
+        found[asset.key.path[-1].removesuffix("_model")] = metadata
+    return found
 
 
 def _comparison_png(rows: list[dict], majority: float) -> bytes:
@@ -234,17 +247,12 @@ def _comparison_png(rows: list[dict], majority: float) -> bytes:
 )
 def model_comparison(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     rows, majority = [], None
-    for asset in MODEL_ASSETS:
-        event = context.instance.get_latest_materialization_event(asset.key)
-        if event is None or event.asset_materialization is None:
-            context.log.warning(f"{asset.key.to_user_string()} is not materialized; left out")
-            continue
-        metadata = event.asset_materialization.metadata
+    for model, metadata in latest_model_metadata(context).items():
         candidates = metadata["candidates"].value
         majority = metadata["majority_accuracy"].value
         rows.append(
             {
-                "model": asset.key.path[-1].removesuffix("_model"),
+                "model": model,
                 "seeds": len(candidates),
                 "accuracy_mean": float(np.mean([c["accuracy"] for c in candidates])),
                 "accuracy_std": float(np.std([c["accuracy"] for c in candidates])),

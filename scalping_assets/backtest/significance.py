@@ -65,11 +65,16 @@ def eligible_fills(path: TickPath, first: int, last: int, config: ExecutionConfi
     return ticks[path.epochs[ticks] + config.max_hold_seconds <= path.epochs[-1]]
 
 
+def _sharpe_spread(sharpe: float, skewness: float, kurt: float) -> float:
+    """(n - 1) times the variance of the Sharpe-ratio estimate; `kurt` is the plain (not excess) kurtosis."""
+    return 1 - skewness * sharpe + (kurt - 1) / 4 * sharpe**2
+
+
 def probabilistic_sharpe(sharpe: float, n: int, skewness: float, kurt: float, benchmark: float = 0.0) -> float:
     """P(true per-trade Sharpe > benchmark); `kurt` is the plain (not excess) kurtosis."""
     if n < 2 or not math.isfinite(sharpe):
         return math.nan
-    spread = 1 - skewness * sharpe + (kurt - 1) / 4 * sharpe**2
+    spread = _sharpe_spread(sharpe, skewness, kurt)
     return float(norm.cdf((sharpe - benchmark) * math.sqrt(n - 1) / math.sqrt(max(spread, 1e-12))))
 
 
@@ -104,7 +109,7 @@ def significance(
     else:
         low = high = expectancy
         sharpe, skewness, kurt = math.nan, 0.0, 3.0
-    spread = 1 - skewness * sharpe + (kurt - 1) / 4 * sharpe**2 if math.isfinite(sharpe) else math.nan
+    spread = _sharpe_spread(sharpe, skewness, kurt) if math.isfinite(sharpe) else math.nan
     finite_trials = [s for s in trial_sharpes if math.isfinite(s)]
     variance = float(np.var(finite_trials, ddof=1)) if len(finite_trials) >= 2 else spread / max(n - 1, 1)
     benchmark = expected_max_sharpe(trials, variance) if math.isfinite(variance) else math.nan
