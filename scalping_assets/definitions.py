@@ -15,6 +15,7 @@ from scalping_assets.assets.features import (
     training_dataset,
 )
 from scalping_assets.assets.models import MODEL_ASSETS, model_comparison
+from scalping_assets.assets.serving import SERVING_ASSETS
 from scalping_assets.assets.ticks import ticks
 from scalping_assets.checks import tick_checks
 from scalping_assets.resources import (
@@ -26,6 +27,7 @@ from scalping_assets.resources import (
     TickStoreResource,
 )
 from scalping_assets.schedules import (
+    champion_promoted_sensor,
     daily_job,
     daily_labels_schedule,
     daily_ticks_schedule,
@@ -34,6 +36,7 @@ from scalping_assets.schedules import (
     features_job,
     labels_job,
     models_job,
+    serving_job,
     ticks_job,
 )
 
@@ -52,6 +55,7 @@ def build_resources(
         "label_store": FrameStoreResource(root=os.path.join(data_dir, "labels")),
         "dataset_store": FolderResource(root=os.path.join(data_dir, "datasets")),
         "report_store": FolderResource(root=os.path.join(data_dir, "reports")),
+        "bundle_store": FolderResource(root=os.path.join(data_dir, "bundles")),
         "mlflow_store": MLflowResource(
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
             or f"sqlite:///{os.path.abspath(os.path.join(data_dir, 'mlflow.db'))}",
@@ -61,10 +65,11 @@ def build_resources(
 
 
 defs = dg.Definitions(
-    assets=[ticks, features, labels, training_dataset, *MODEL_ASSETS, model_comparison, *EVALUATION_ASSETS],
+    assets=[ticks, features, labels, training_dataset, *MODEL_ASSETS, model_comparison, *EVALUATION_ASSETS, *SERVING_ASSETS],
     asset_checks=[tick_checks, features_defined_after_warmup, dataset_finite, dataset_splits_disjoint, dataset_class_balance],
-    jobs=[ticks_job, features_job, daily_job, labels_job, dataset_job, models_job, evaluation_job],
+    jobs=[ticks_job, features_job, daily_job, labels_job, dataset_job, models_job, evaluation_job, serving_job],
     schedules=[daily_ticks_schedule, daily_labels_schedule],
+    sensors=[champion_promoted_sensor],
     resources=build_resources(),
     # Training uses every core already; steps running side by side would only fight over them.
     executor=dg.in_process_executor,

@@ -65,3 +65,20 @@ def daily_ticks_schedule(context: dg.ScheduleEvaluationContext):
 def daily_labels_schedule(context: dg.ScheduleEvaluationContext):
     """Labels of the day before yesterday, now that yesterday's ticks can resolve its last ones."""
     return _requests(context, 2, "labels")
+
+
+serving_job = dg.define_asset_job(
+    "serving_job",
+    selection=dg.AssetSelection.groups("serving"),
+    description="Export the champion (and challenger) to ONNX with parity checks; the service picks them up on reload.",
+)
+
+
+@dg.asset_sensor(asset_key=dg.AssetKey("champion"), job=serving_job)
+def champion_promoted_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+    """Export whenever the gate promotes a new champion."""
+    metadata = asset_event.asset_materialization.metadata
+    if not metadata["promoted"].value:
+        return dg.SkipReason(f"the gate kept the champion: {metadata['decision'].value}")
+    version = metadata["champion_version"].value
+    return dg.RunRequest(run_key=f"{metadata['registered_model'].value}:{version}")

@@ -41,3 +41,12 @@ def pg_url():
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def served_models(tmp_path_factory):
+    """A small MLflow store with every model family trained on one SIG_AR1 day, the dataset they were
+    trained on, and ONNX bundles of the xgboost (champion) and cnn (challenger) versions."""
+    from .serving_helpers import train_served_models
+
+    return train_served_models(tmp_path_factory.mktemp("served"))

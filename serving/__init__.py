@@ -1,1 +1,2 @@
-"""Live serving (BentoML service, ONNX export, paper trader). Not built yet: see README, "Status"."""
+"""Live serving: ONNX export of registered models (`export`), the bundle runtime (`bundle`), and the
+BentoML service (`service`) with its request schemas, prediction log and registry lookup."""

@@ -172,8 +172,8 @@ class EnsembleConfig(dg.Config):
 def _load_base(summary: dict) -> TrainedModel:
     config = TrainConfig(**summary["config"])
     if config.kind in SEQUENCE_KINDS:
-        return TrainedModel(config, net=mlflow.pytorch.load_model(summary["model_uri"]))
-    return TrainedModel(config, booster=mlflow.xgboost.load_model(summary["model_uri"]))
+        return TrainedModel(config, net=mlflow.pytorch.load_model(summary["model_uri"]), model_uri=summary["model_uri"])
+    return TrainedModel(config, booster=mlflow.xgboost.load_model(summary["model_uri"]), model_uri=summary["model_uri"])
 
 
 @dg.asset(

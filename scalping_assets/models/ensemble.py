@@ -21,6 +21,8 @@ from .config import TrainConfig
 from .pipeline import Candidate, TrainedModel, evaluate_and_log, fit
 from .tracking import Tracker, registered_model_name
 
+BASES_ARTIFACT = "bases.json"
+
 
 @dataclass
 class Fold:
@@ -121,6 +123,8 @@ def train_ensemble(
     with tracker.run("ensemble", parent=parent_run_id, tags=tags) as run:
         mlflow.log_params({"folds": folds, "bases": ",".join(c.kind for c in configs), "meta_learner": "LogisticRegression(C=1)"})
         mlflow.log_dict({c.kind: c.model_dump() for c in configs}, "base_configs.json")
+        # What serving needs to rebuild the stack: the logged base models the meta-learner reads.
+        mlflow.log_dict({"bases": [{"kind": b.config.kind, "model_uri": b.model_uri} for b in bases]}, BASES_ARTIFACT)
         stack = fit_stack(dataset, configs, folds, on_fold=on_fold)
         mlflow.log_metric("oof_rows", len(stack.oof_rows))
         predictions = [base.predict(dataset, "test") for base in bases]

@@ -32,6 +32,7 @@ class TrainedModel:
     booster: xgb.Booster | None = None
     curves: dict[str, list[float]] = field(default_factory=dict)
     best_step: int = 0
+    model_uri: str | None = None  # where MLflow holds it, once logged
 
     def predict(self, dataset: Dataset, split: str) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities, labels) on the split's rows that have a full window."""
@@ -140,6 +141,7 @@ def train_candidate(
         mlflow.log_metric("best_step", model.best_step)
         metrics, edge = evaluate_and_log(dataset, name, proba, labels)
         model_uri = _log_model(model, dataset, "model")
+        model.model_uri = model_uri
         version = tracker.register(model_uri, registered, tags)
     return Candidate(
         name,

@@ -1,0 +1,294 @@
+"""The prediction service as a real `bentoml serve` on loopback: auth, every endpoint, bad input,
+sticky A/B routing, the prediction log, champion switch with reload and rollback, and a fuzz run
+over its OpenAPI spec."""
+
+import json
+from collections import Counter
+
+import httpx
+import numpy as np
+import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
+
+from scalping_assets.backtest.promotion import CHAMPION, PREVIOUS, rollback
+from serving.bundle import OnnxPredictor
+from serving.predlog import features_digest, read_log
+from serving.service import bucket
+
+from .serving_helpers import SYMBOL
+from .serving_server import API_KEY, bentoml_server
+
+SHARE = 0.3
+KEY = {"x-api-key": API_KEY}
+
+
+@pytest.fixture(scope="module")
+def server(served_models, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("server")
+    env = {
+        "MLFLOW_TRACKING_URI": served_models.tracker.tracking_uri,
+        "SCALPING_MODEL": served_models.name,
+        "SCALPING_API_KEY": API_KEY,
+        "SCALPING_CHALLENGER_SHARE": str(SHARE),
+        "SCALPING_PREDICTION_LOG": str(folder / "predictions"),
+        "SCALPING_BUNDLE_CACHE": str(folder / "cache"),
+    }
+    with bentoml_server(env, folder / "server.log") as url:
+        yield url, folder / "predictions"
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with httpx.Client(base_url=server[0], headers=KEY, timeout=30) as c:
+        yield c
+
+
+def _tick_window(served_models, end: int, n: int) -> list[dict]:
+    ticks = served_models.ticks.iloc[end - n : end]
+    return [{"epoch": int(e), "quote": float(q)} for e, q in zip(ticks["epoch"], ticks["quote"], strict=True)]
+
+
+def _feature_window(served_models, row: int = 0) -> list[list[float]]:
+    test = served_models.dataset.rows("test")
+    return test[served_models.dataset.feature_names].iloc[row : row + 50].to_numpy().tolist()
+
+
+def test_health_is_open_and_everything_else_needs_the_key(server):
+    url, _ = server
+    for path in ("/healthz", "/livez", "/readyz"):
+        assert httpx.get(url + path).status_code == 200, path
+    for method, path in [("POST", "/info"), ("POST", "/reload"), ("POST", "/predict/features"), ("POST", "/predict/ticks"),
+                         ("POST", "/predict/batch"), ("GET", "/metrics"), ("GET", "/docs.json")]:  # fmt: skip
+        for headers in ({}, {"x-api-key": "wrong"}):
+            response = httpx.request(method, url + path, headers=headers, json={})
+            assert response.status_code == 401, (path, headers, response.text)
+            assert "API key" in response.json()["error"]
+    with pytest.raises(InvalidStatus):
+        with connect(url.replace("http", "ws") + "/stream/ticks"):
+            pass
+
+
+def test_every_endpoint_serves_the_champion_and_agrees_with_the_bundle(served_models, server, client):
+    url, _ = server
+    versions = {k: served_models.candidates[k].version for k in ("xgboost", "cnn")}
+    info = client.post("/info", json={}).json()
+    assert info["models"]["champion"]["version"] == versions["xgboost"]
+    assert info["models"]["challenger"]["version"] == versions["cnn"]
+    assert info["challenger_share"] == SHARE and info["auth"] is True
+    min_ticks = info["models"]["champion"]["min_ticks"]
+
+    champion = OnnxPredictor(served_models.exports["xgboost"].folder)
+    end = len(served_models.ticks) - 100
+    ticks = _tick_window(served_models, end, min_ticks)
+    client_id = next(f"c{i}" for i in range(100) if bucket(f"c{i}") >= SHARE)  # routed to the champion
+    response = client.post("/predict/ticks", json={"symbol": SYMBOL, "ticks": ticks, "client_id": client_id})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["version"] == versions["xgboost"] and body["variant"] == "champion" and body["symbols"] == [SYMBOL]
+    assert body["epoch"] == ticks[-1]["epoch"]
+    window = champion.features_from_ticks(SYMBOL, [t["epoch"] for t in ticks], [t["quote"] for t in ticks])
+    expected = champion.predict(window[None])[0]
+    np.testing.assert_allclose([body["probabilities"][c] for c in ("down", "neutral", "up")], expected, atol=1e-6)
+    assert body["prediction"] == ("down", "neutral", "up")[int(expected.argmax())]
+
+    features = client.post(
+        "/predict/features", json={"symbol": SYMBOL, "features": window.tolist(), "client_id": client_id}
+    ).json()
+    np.testing.assert_allclose(list(features["probabilities"].values()), expected, atol=1e-6)
+
+    windows = [{"symbol": SYMBOL, "features": _feature_window(served_models, row), "client_id": client_id} for row in range(40)]
+    batch = client.post("/predict/batch", json={"windows": windows})
+    assert batch.status_code == 200, batch.text
+    singles = champion.predict(np.array([w["features"] for w in windows]))
+    np.testing.assert_allclose([list(p["probabilities"].values()) for p in batch.json()], singles, atol=1e-6)
+
+    # The stream: warm-up answers, then one prediction per tick, the last one equal to the HTTP answer.
+    replies = []
+    with connect(url.replace("http", "ws") + f"/stream/ticks?client_id={client_id}", additional_headers=KEY) as ws:
+        for tick in _tick_window(served_models, end, min_ticks + 5):  # ends at the same tick as `ticks`
+            ws.send(json.dumps({"symbol": SYMBOL, **tick}))
+            replies.append(json.loads(ws.recv()))
+        ws.send('{"symbol": "SIG_AR1", "epoch": 1, "quote": 1.0}')
+        assert "epochs must increase" in json.loads(ws.recv())["error"]
+        ws.send("not json")
+        assert "Invalid JSON" in json.loads(ws.recv())["error"]
+    ready = [r for r in replies if r.get("ready")]
+    assert replies[0] == {"symbol": SYMBOL, "epoch": replies[0]["epoch"], "ready": False, "warmup_left": min_ticks - 1}
+    assert len(ready) == 6 and all(r["version"] == versions["xgboost"] for r in ready)
+    np.testing.assert_allclose(list(ready[-1]["probabilities"].values()), expected, atol=1e-6)
+
+    reloaded = client.post("/reload", json={}).json()
+    assert reloaded["served"] == {"champion": versions["xgboost"], "challenger": versions["cnn"]} and not reloaded["changed"]
+    metrics = client.get("/metrics").text
+    assert (
+        f'scalping_model_info{{alias="champion",registered_model="{served_models.name}",version="{versions["xgboost"]}"}} 1.0'
+        in metrics
+    )
+    assert 'bentoml_service_request_total{endpoint="/predict/ticks",http_response_code="200"' in metrics
+    assert "bentoml_service_request_duration_seconds_bucket" in metrics and "scalping_inference_seconds_bucket" in metrics
+
+
+def _errors(response: httpx.Response) -> str:
+    return json.dumps(response.json())
+
+
+@pytest.mark.parametrize(
+    "path, body, field, message",
+    [
+        ("/predict/features", '{"symbol": "SIG_AR1", "features": [[1.0', None, "Invalid JSON"),
+        ("/predict/features", '{"symbol": "SIG_AR1", "features": [[1.0]]}', "features", "the model reads exactly 50"),
+        ("/predict/features", '{"symbol": "R_100", "features": []}', "symbol", "unknown symbol 'R_100'"),
+        ("/predict/features", '{"features": []}', "symbol", "Field required"),
+        ("/predict/ticks", '{"symbol": "SIG_AR1", "ticks": [{"epoch": 1, "quote": NaN}]}', "quote", "finite number"),
+        ("/predict/ticks", '{"symbol": "SIG_AR1", "ticks": [{"epoch": 1, "quote": Infinity}]}', "quote", "finite number"),
+        ("/predict/ticks", '{"symbol": "SIG_AR1", "ticks": [{"epoch": 1, "quote": -2}]}', "quote", "quote must be positive"),
+        ("/predict/batch", '{"windows": []}', "windows", "at least 1 item"),
+        ("/predict/batch", '{"windows": [{"symbol": "SIG_AR1", "features": "x"}]}', "features", "valid array"),
+    ],
+)
+def test_client_mistakes_get_400_naming_the_field(client, path, body, field, message):
+    response = client.post(path, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 400, response.text
+    assert message in _errors(response)
+    if field:
+        assert any(field in map(str, d["loc"]) for d in response.json()["detail"]), response.text
+
+
+def test_window_rules_of_ticks_and_features_and_payload_size(served_models, client):
+    features = _feature_window(served_models)
+    features[7][3] = float("nan")
+    response = client.post(
+        "/predict/features",
+        content=json.dumps({"symbol": SYMBOL, "features": features}),
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 400 and "row 7 holds NaN or inf" in _errors(response)
+    ticks = _tick_window(served_models, 30_000, 2_600)
+    ticks[100]["epoch"] = ticks[99]["epoch"]
+    response = client.post("/predict/ticks", json={"symbol": SYMBOL, "ticks": ticks})
+    assert response.status_code == 400 and "ticks[100].epoch" in _errors(response)
+    response = client.post("/predict/ticks", json={"symbol": SYMBOL, "ticks": ticks[:500]})
+    assert response.status_code == 400 and "500 ticks given; the model needs at least 2550" in _errors(response)
+    response = client.post("/predict/ticks", json={"symbol": SYMBOL, "ticks": _tick_window(served_models, 40_000, 20_001)})
+    assert response.status_code == 400 and "at most 20000" in _errors(response)
+    response = client.post("/predict/features", content=b" " * (17 * 1024 * 1024), headers={"content-type": "application/json"})
+    assert response.status_code == 413 and "exceeds" in response.json()["error"]
+    assert client.get("/livez").status_code == 200
+
+
+def test_ab_split_is_sticky_and_within_tolerance_of_the_share(served_models, client):
+    window = _feature_window(served_models)
+    versions = {"champion": served_models.candidates["xgboost"].version, "challenger": served_models.candidates["cnn"].version}
+    variants = {}
+    for i in range(2_000):
+        body = client.post(
+            "/predict/features", json={"symbol": SYMBOL, "features": window}, headers={"x-client-id": f"client-{i}"}
+        ).json()
+        assert body["version"] == versions[body["variant"]]
+        variants[f"client-{i}"] = body["variant"]
+    share = sum(v == "challenger" for v in variants.values()) / len(variants)
+    assert abs(share - SHARE) < 4 * np.sqrt(SHARE * (1 - SHARE) / len(variants)), share
+    for i in range(0, 2_000, 40):  # sticky: the same client lands where it landed before
+        again = client.post("/predict/features", json={"symbol": SYMBOL, "features": window, "client_id": f"client-{i}"}).json()
+        assert again["variant"] == variants[f"client-{i}"]
+
+
+def test_every_prediction_is_logged(served_models, server, client):
+    _, log_folder = server
+    window = _feature_window(served_models, 3)
+    body = client.post("/predict/features", json={"symbol": SYMBOL, "features": window, "client_id": "logged-client"}).json()
+    record = [r for r in read_log(log_folder) if r["client"] == "logged-client"][-1]
+    assert {"timestamp", "symbol", "version", "variant", "features_digest", "probabilities", "latency_ms"} <= set(record)
+    model = OnnxPredictor(served_models.exports[{"champion": "xgboost", "challenger": "cnn"}[body["variant"]]].folder)
+    assert record["features_digest"] == features_digest(model.scale(np.asarray(window)))
+    assert record["probabilities"] == body["probabilities"] and record["version"] == body["version"]
+    assert record["features"] == window[-1]
+    endpoints = Counter(r["endpoint"] for r in read_log(log_folder))
+    assert endpoints["features"] >= 2_000 and endpoints["batch"] >= 40 and endpoints["stream"] >= 6
+
+
+def test_fuzzing_the_openapi_spec_never_gets_a_5xx(server):
+    """Schemathesis generates valid and invalid requests for every operation of /docs.json."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+    from schemathesis import GenerationMode
+
+    url, _ = server
+    schema = schemathesis.openapi.from_url(f"{url}/docs.json", headers=KEY)
+    statuses: Counter = Counter()
+    operations = [result.ok() for result in schema.get_all_operations()]
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @given(case=operation.as_strategy(mode))
+            @settings(max_examples=80, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+            def fuzz(case):
+                response = case.call(base_url=url, headers=KEY, timeout=30)
+                statuses[response.status_code] += 1
+                assert response.status_code < 500, (
+                    f"{case.method} {case.path} {case.body!r:.300}: {response.status_code} {response.text[:300]}"
+                )
+
+            try:
+                fuzz()
+            except Unsatisfiable:  # nothing to make invalid: an operation without parameters or body
+                assert mode == GenerationMode.NEGATIVE
+    server_errors = sum(n for status, n in statuses.items() if status >= 500)
+    total = sum(statuses.values())
+    print(
+        f"\nfuzz: {len(operations)} operations, {total} requests, statuses {dict(sorted(statuses.items()))}, 5xx: {server_errors}"
+    )
+    assert len(operations) >= 9 and total >= 500 and server_errors == 0
+    assert httpx.get(f"{url}/livez").status_code == 200
+
+
+def test_champion_switch_reload_and_rollback(served_models, client):
+    name, registry = served_models.name, served_models.tracker.client
+    xgboost, ensemble = served_models.candidates["xgboost"].version, served_models.candidates["ensemble"].version
+    served_models.export("ensemble")
+    window = _feature_window(served_models)
+    client_id = next(f"c{i}" for i in range(100) if bucket(f"c{i}") >= SHARE)
+
+    def served() -> str:
+        return client.post("/predict/features", json={"symbol": SYMBOL, "features": window, "client_id": client_id}).json()[
+            "version"
+        ]
+
+    registry.set_registered_model_alias(name, PREVIOUS, xgboost)
+    registry.set_registered_model_alias(name, CHAMPION, ensemble)
+    assert served() == xgboost  # nothing changes before a reload
+    reloaded = client.post("/reload", json={}).json()
+    assert reloaded["changed"] and reloaded["served"]["champion"] == ensemble
+    assert served() == ensemble
+    assert rollback(registry, name) == (xgboost, ensemble)
+    assert client.post("/reload", json={}).json()["served"]["champion"] == xgboost
+    assert served() == xgboost
+
+
+def test_without_a_key_and_without_a_champion_until_one_is_registered(served_models, tmp_path):
+    """Auth off; a model name with no champion yet: alive, not ready, 503 on predictions; a reload
+    after the registration serves it with no restart."""
+    name = "scalping-serving-test"
+    env = {
+        "MLFLOW_TRACKING_URI": served_models.tracker.tracking_uri,
+        "SCALPING_MODEL": name,
+        "SCALPING_API_KEY": "",
+        "SCALPING_PREDICTION_LOG": str(tmp_path / "predictions"),
+        "SCALPING_BUNDLE_CACHE": str(tmp_path / "cache"),
+    }
+    window = _feature_window(served_models)
+    with bentoml_server(env, tmp_path / "server.log") as url:
+        assert httpx.get(f"{url}/readyz").status_code == 503
+        response = httpx.post(f"{url}/predict/features", json={"symbol": SYMBOL, "features": window})
+        assert response.status_code == 503
+        assert "has no champion" in httpx.post(f"{url}/info", json={}).json()["problems"]["champion"]
+        registry, candidate = served_models.tracker.client, served_models.candidates["xgboost"]
+        registry.create_registered_model(name)
+        version = registry.create_model_version(name, candidate.model_uri, candidate.run_id)  # the run holds the bundle
+        registry.set_registered_model_alias(name, CHAMPION, version.version)
+        assert httpx.post(f"{url}/reload", json={}).json()["served"] == {"champion": str(version.version)}
+        assert httpx.get(f"{url}/readyz").status_code == 200
+        response = httpx.post(f"{url}/predict/features", json={"symbol": SYMBOL, "features": window})
+        assert response.status_code == 200 and response.json()["registered_model"] == name

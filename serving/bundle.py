@@ -1,0 +1,145 @@
+"""The serving bundle: ONNX files plus a manifest holding everything a prediction needs besides the
+ticks (feature names and window, the training-span scaler and fitted features, the graph layout).
+
+Runtime side only: onnxruntime and the project's feature code, no torch, no MLflow. A bundle is
+written by `serving.export` and logged to the model version's MLflow run under `onnx/`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+from pydantic import BaseModel
+
+from scalping_assets.features import registry as R
+from scalping_assets.features.batch import compute_features
+from scalping_assets.features.fitted import FittedFeatures
+from scalping_assets.features.labels import CLASSES
+from scalping_assets.features.stream import FeatureState
+from scalping_assets.market.symbols import get_symbol
+
+MANIFEST = "manifest.json"
+PROBABILITIES = "probabilities"
+Precision = Literal["fp32", "int8"]
+
+
+class Part(BaseModel):
+    """One ONNX graph; `input` says what it reads: the whole window (B, L, F) or its last row (B, F)."""
+
+    name: str
+    input: Literal["window", "features"]
+    fp32: str
+    int8: str | None = None  # kept only where it was faster and agreed with FP32
+
+
+class Manifest(BaseModel):
+    registered_model: str
+    version: str
+    run_id: str
+    kind: str
+    symbols: list[str]
+    feature_names: list[str]
+    window: int
+    scaler_mean: list[float]
+    scaler_scale: list[float]
+    fitted: dict[str, FittedFeatures]
+    classes: list[str] = [c.lower() for c in CLASSES]
+    parts: list[Part]
+    meta: str | None = None  # meta-learner over the parts' concatenated probabilities (the ensemble)
+    precision: Precision = "fp32"  # what the export recommends serving
+    export: dict = {}  # parity and latency measured at export
+
+    @property
+    def min_ticks(self) -> int:
+        """Ticks a raw-tick request needs: the features' look-back, then one window of defined rows."""
+        return R.WARMUP_TICKS + self.window
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    # One thread: a window is microseconds of work, and the server's other cores serve other requests.
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def _run(session: ort.InferenceSession, x: np.ndarray) -> np.ndarray:
+    return session.run([PROBABILITIES], {session.get_inputs()[0].name: x})[0]
+
+
+class OnnxPredictor:
+    """Raw feature windows in, class probabilities out, through the bundle's graphs."""
+
+    def __init__(
+        self, folder: str | Path, precision: Precision | Literal["auto"] = "auto", registered: tuple[str, str] | None = None
+    ):
+        """`registered`: the (name, version) the registry serves this bundle as, when it is not the one
+        it was exported for (a run's model registered again under another name)."""
+        self.folder = Path(folder)
+        self.manifest = Manifest.model_validate_json((self.folder / MANIFEST).read_text())
+        m = self.manifest
+        self.registered_model, self.version = registered or (m.registered_model, m.version)
+        self.precision: Precision = m.precision if precision == "auto" else precision
+        self._parts = [(part, _session(self.folder / self._file(part))) for part in m.parts]
+        self._meta = _session(self.folder / m.meta) if m.meta else None
+        self._mean = np.asarray(m.scaler_mean, np.float32)
+        self._scale = np.asarray(m.scaler_scale, np.float32)
+        self._pips = {s: get_symbol(s).pip_size for s in m.symbols}
+
+    def _file(self, part: Part) -> str:
+        if self.precision == "int8" and part.int8:
+            return part.int8
+        return part.fp32
+
+    @property
+    def served_precision(self) -> str:
+        """'int8' only where some part actually runs quantised."""
+        return "int8" if any(self._file(p) == p.int8 for p, _ in self._parts) else "fp32"
+
+    def scale(self, raw: np.ndarray) -> np.ndarray:
+        return ((raw - self._mean) / self._scale).astype(np.float32)
+
+    def predict_scaled(self, windows: np.ndarray) -> np.ndarray:
+        """(B, L, F) windows already scaled -> (B, 3) probabilities."""
+        outputs = [_run(session, windows if part.input == "window" else windows[:, -1, :]) for part, session in self._parts]
+        if self._meta is None:
+            return outputs[0]
+        return _run(self._meta, np.hstack(outputs).astype(np.float32))
+
+    def predict(self, raw_windows: np.ndarray) -> np.ndarray:
+        """(B, L, F) raw feature windows (the feature code's units) -> (B, 3) probabilities."""
+        return self.predict_scaled(self.scale(np.asarray(raw_windows, np.float32)))
+
+    def features_from_ticks(self, symbol: str, epochs: np.ndarray, quotes: np.ndarray) -> np.ndarray:
+        """The raw feature window (L, F) at the last tick, computed by the training code's batch path."""
+        ticks = pd.DataFrame({"epoch": np.asarray(epochs, np.int64), "quote": np.asarray(quotes, np.float64)})
+        frame = compute_features(ticks, self._pips[symbol], self.manifest.fitted[symbol])
+        return frame[self.manifest.feature_names].to_numpy()[-self.manifest.window :]
+
+    def feature_state(self, symbol: str) -> FeatureState:
+        """Streaming features of one symbol (one tick in, one feature row out), as `features_from_ticks`."""
+        return FeatureState(self._pips[symbol], self.manifest.fitted[symbol])
+
+    def info(self) -> dict:
+        m = self.manifest
+        return {
+            "registered_model": self.registered_model,
+            "version": self.version,
+            "kind": m.kind,
+            "symbols": m.symbols,
+            "window": m.window,
+            "min_ticks": m.min_ticks,
+            "features": m.feature_names,
+            "classes": m.classes,
+            "precision": self.served_precision,
+            "export": m.export,
+        }
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> None:
+    (folder / MANIFEST).write_text(json.dumps(manifest.model_dump(mode="json"), indent=2))
