@@ -41,12 +41,15 @@ class ServedModels:
         return self.exports[kind]
 
 
-def train_served_models(root: Path) -> ServedModels:
+def train_served_models(root: Path, sequence_length: int = 50, training: dict | None = None) -> ServedModels:
+    """Every family and the ensemble on one SIG_AR1 day (quick `training` overrides of the demo
+    profile); xgboost exported as champion, cnn as challenger."""
     tracker = Tracker(f"sqlite:///{root}/mlflow.db", artifact_root=str(root / "artifacts"))
-    spec = DatasetSpec(symbols=[SYMBOL], start=date(2026, 1, 2), end=date(2026, 1, 2), sequence_length=50)
+    spec = DatasetSpec(symbols=[SYMBOL], start=date(2026, 1, 2), end=date(2026, 1, 2), sequence_length=sequence_length)
     ticks = simulator(SYMBOL, 7).days(date(2026, 1, 1), date(2026, 1, 2))
     dataset = build_dataset(spec, {SYMBOL: ticks})
-    candidates = {kind: train_candidate(dataset, profile_config("demo", kind, **FAST), tracker) for kind in MODEL_KINDS}
+    overrides = FAST if training is None else training
+    candidates = {kind: train_candidate(dataset, profile_config("demo", kind, **overrides), tracker) for kind in MODEL_KINDS}
     candidates["ensemble"] = train_ensemble(dataset, [c.model for c in candidates.values()], tracker)
     served = ServedModels(root, tracker, dataset, ticks, candidates, {})
     for kind, alias in (("xgboost", CHAMPION), ("cnn", CHALLENGER)):

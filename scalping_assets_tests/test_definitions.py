@@ -36,7 +36,9 @@ def test_definitions_hold_every_asset_check_job_and_schedule():
         "model_comparison",
         "backtest_report",
         "champion",
+        "onnx_model",
     }
+    assert defs.resolve_job_def("serving_job").asset_layer.executable_asset_keys == {dg.AssetKey("onnx_model")}
     assert set(defs.resolve_job_def("evaluation_job").asset_layer.executable_asset_keys) >= {
         dg.AssetKey("backtest_report"),
         dg.AssetKey("champion"),

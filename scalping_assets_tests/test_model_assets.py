@@ -4,14 +4,18 @@ from datetime import date
 
 import dagster as dg
 import mlflow
+import numpy as np
 import pytest
 
+from scalping_assets.assets.backtest import champion
 from scalping_assets.assets.models import BASE_MODEL_ASSETS
 from scalping_assets.backtest.promotion import CHAMPION, alias_version
 from scalping_assets.definitions import build_resources, defs
 from scalping_assets.features.dataset import DatasetSpec, build_dataset, save_walk_forward, walk_forward_datasets
 from scalping_assets.market.simulator import simulator
 from scalping_assets.models.tracking import PARENT_TAG
+from scalping_assets.schedules import champion_promoted_sensor
+from serving.bundle import OnnxPredictor
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 FAST = {"epochs": 1, "max_train_windows": 1_000, "seeds": [0, 1]}
@@ -36,11 +40,11 @@ def run(tmp_path_factory):
         evaluation = defs.resolve_job_def("evaluation_job").execute_in_process(
             instance=instance, resources=resources, run_config={**QUIET, "ops": {"backtest_report": {"config": {"draws": 50}}}}
         )
-        yield result, resources, evaluation
+        yield result, resources, evaluation, instance
 
 
 def test_every_model_family_trains_logs_and_registers(run):
-    result, resources, _ = run
+    result, resources, *_ = run
     assert result.success
     tracker = resources["mlflow_store"].tracker()
     parents = tracker.client.search_runs([tracker.experiment_id], f"tags.{PARENT_TAG} = '{result.run_id}'")
@@ -64,7 +68,7 @@ def test_every_model_family_trains_logs_and_registers(run):
 
 
 def test_model_comparison_tabulates_every_candidate(run):
-    result, _, _ = run
+    result, *_ = run
     metadata = result.asset_materializations_for_node("model_comparison")[0].metadata
     rows = metadata["comparison"].value.records
     assert {r.data["model"] for r in rows} == {"lstm", "cnn", "transformer", "xgboost", "ensemble"}
@@ -79,7 +83,7 @@ def test_model_comparison_tabulates_every_candidate(run):
 
 
 def test_every_candidate_is_backtested_and_the_gate_decides(run):
-    result, resources, evaluation = run
+    result, resources, evaluation, _ = run
     assert evaluation.success
     report = evaluation.asset_materializations_for_node("backtest_report")[0].metadata
     candidates = report["candidates"].value
@@ -102,3 +106,38 @@ def test_every_candidate_is_backtested_and_the_gate_decides(run):
         assert gate["promoted"].value and champion == gate["champion_version"].value
     else:
         assert champion is None and not gate["promoted"].value
+
+
+# Every candidate with a trade passes: the export below needs a champion whatever the backtests say.
+LENIENT_GATE = {"min_win_rate": 0.0, "min_sharpe": -1e9, "max_drawdown_pct": 101.0, "min_deflated_sharpe": 0.0,
+                "max_p_value": 1.01, "min_trades": 1}  # fmt: skip
+
+
+def test_the_champion_is_exported_to_onnx_with_parity_checks(run):
+    _, resources, _, instance = run
+    gate = dg.materialize(
+        [champion], instance=instance, resources=resources, run_config={**QUIET, "ops": {"champion": {"config": LENIENT_GATE}}}
+    )
+    assert gate.success
+    decision = gate.asset_materializations_for_node("champion")[0].metadata
+    tick = champion_promoted_sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+    if decision["promoted"].value:
+        assert [r.run_key for r in tick.run_requests] == [
+            f"{decision['registered_model'].value}:{decision['champion_version'].value}"
+        ]
+    else:
+        assert not tick.run_requests and "kept the champion" in tick.skip_message
+    exported = defs.resolve_job_def("serving_job").execute_in_process(instance=instance, resources=resources, run_config=QUIET)
+    assert exported.success
+    checks = {c.check_name: c for c in exported.get_asset_check_evaluations()}
+    assert checks["fp32_parity"].passed and checks["fp32_parity"].metadata["max_abs_diff"].value <= 1e-4
+    assert "int8_agreement" in checks
+    metadata = exported.asset_materializations_for_node("onnx_model")[0].metadata
+    tracker = resources["mlflow_store"].tracker()
+    name = metadata["registered_model"].value
+    assert metadata["champion_version"].value == alias_version(tracker.client, name, CHAMPION)
+    run_id = tracker.client.get_model_version(name, metadata["champion_version"].value).run_id
+    assert "onnx/manifest.json" in {a.path for a in tracker.client.list_artifacts(run_id, "onnx")}
+    predictor = OnnxPredictor(metadata["bundle"].value)
+    window = np.zeros((3, predictor.manifest.window, len(predictor.manifest.feature_names)))
+    assert np.allclose(predictor.predict(window).sum(axis=1), 1, atol=1e-5)

@@ -13,12 +13,13 @@ from websockets.sync.client import connect
 
 from scalping_assets.backtest.promotion import CHAMPION, PREVIOUS, rollback
 from serving.bundle import OnnxPredictor
+from serving.local import bentoml_server
 from serving.predlog import features_digest, read_log
 from serving.service import bucket
 
 from .serving_helpers import SYMBOL
-from .serving_server import API_KEY, bentoml_server
 
+API_KEY = "test-key-5f1c"
 SHARE = 0.3
 KEY = {"x-api-key": API_KEY}
 
@@ -31,6 +32,7 @@ def server(served_models, tmp_path_factory):
         "SCALPING_MODEL": served_models.name,
         "SCALPING_API_KEY": API_KEY,
         "SCALPING_CHALLENGER_SHARE": str(SHARE),
+        "SCALPING_WORKERS": "2",  # a reload must reach both
         "SCALPING_PREDICTION_LOG": str(folder / "predictions"),
         "SCALPING_BUNDLE_CACHE": str(folder / "cache"),
     }
@@ -163,7 +165,8 @@ def test_window_rules_of_ticks_and_features_and_payload_size(served_models, clie
         content=json.dumps({"symbol": SYMBOL, "features": features}),
         headers={"content-type": "application/json"},
     )
-    assert response.status_code == 400 and "row 7 holds NaN or inf" in _errors(response)
+    assert response.status_code == 400 and "finite number" in _errors(response)
+    assert response.json()["detail"][0]["loc"] == ["features", 7, 3]
     ticks = _tick_window(served_models, 30_000, 2_600)
     ticks[100]["epoch"] = ticks[99]["epoch"]
     response = client.post("/predict/ticks", json={"symbol": SYMBOL, "ticks": ticks})
@@ -244,7 +247,8 @@ def test_fuzzing_the_openapi_spec_never_gets_a_5xx(server):
     assert httpx.get(f"{url}/livez").status_code == 200
 
 
-def test_champion_switch_reload_and_rollback(served_models, client):
+def test_champion_switch_reload_and_rollback(served_models, server, client):
+    url, _ = server
     name, registry = served_models.name, served_models.tracker.client
     xgboost, ensemble = served_models.candidates["xgboost"].version, served_models.candidates["ensemble"].version
     served_models.export("ensemble")
@@ -252,9 +256,11 @@ def test_champion_switch_reload_and_rollback(served_models, client):
     client_id = next(f"c{i}" for i in range(100) if bucket(f"c{i}") >= SHARE)
 
     def served() -> str:
-        return client.post("/predict/features", json={"symbol": SYMBOL, "features": window, "client_id": client_id}).json()[
-            "version"
-        ]
+        """The version every worker serves (new connections land on either worker)."""
+        body = {"symbol": SYMBOL, "features": window, "client_id": client_id}
+        versions = {httpx.post(f"{url}/predict/features", json=body, headers=KEY).json()["version"] for _ in range(12)}
+        assert len(versions) == 1, f"workers disagree: {versions}"
+        return versions.pop()
 
     registry.set_registered_model_alias(name, PREVIOUS, xgboost)
     registry.set_registered_model_alias(name, CHAMPION, ensemble)

@@ -23,6 +23,7 @@ from scalping_assets.features.labels import CLASSES
 from scalping_assets.features.stream import FeatureState
 from scalping_assets.market.symbols import get_symbol
 
+ARTIFACT_PATH = "onnx"  # where a version's run holds its bundle
 MANIFEST = "manifest.json"
 PROBABILITIES = "probabilities"
 Precision = Literal["fp32", "int8"]

@@ -33,9 +33,8 @@ from scalping_assets.models.ensemble import BASES_ARTIFACT
 from scalping_assets.models.train import predict_proba
 from scalping_assets.models.trees import predict_tree
 
-from .bundle import PROBABILITIES, Manifest, OnnxPredictor, Part, write_manifest
+from .bundle import ARTIFACT_PATH, PROBABILITIES, Manifest, OnnxPredictor, Part, write_manifest
 
-ARTIFACT_PATH = "onnx"
 FP32_TOLERANCE = 1e-4  # max |Δprob| between the FP32 graph and the trained model
 TORCH_OPSET = 17
 XGBOOST_OPSET = 15  # the highest onnxmltools' XGBoost converter supports
@@ -129,6 +128,16 @@ def _version_parts(client: MlflowClient, name: str, version: str) -> tuple[str, 
     return kind, [(b["kind"], b["kind"], b["model_uri"]) for b in bases], mlflow.sklearn.load_model(uri)
 
 
+def quantise(folder: Path, parts: list[Part]) -> bool:
+    """Write an INT8 variant (dynamic quantisation of the weights) of every neural part beside its FP32
+    graph and point the part at it; False when no part can be (trees have no MatMul to quantise)."""
+    for part in parts:
+        if part.input == "window":
+            part.int8 = part.fp32.removesuffix(".onnx") + ".int8.onnx"
+            quantize_dynamic(folder / part.fp32, folder / part.int8, weight_type=QuantType.QInt8)
+    return any(part.int8 for part in parts)
+
+
 def _latency(predictor: OnnxPredictor, windows: np.ndarray, repeats: int) -> dict[str, float]:
     times = []
     for i in range(repeats):
@@ -174,17 +183,13 @@ def export_version(
     kind, specs, meta_learner = _version_parts(client, name, version)
     n_features, window = len(dataset.feature_names), dataset.meta.spec.sequence_length
     references = [_load_reference(part, part_kind, uri) for part, part_kind, uri in specs]
-    parts, quantisable = [], False
+    parts = []
     for i, reference in enumerate(references):
         graph, input_kind = reference.to_onnx(n_features, window)
         fp32 = f"part{i}_{reference.name}.onnx"
         (folder / fp32).write_bytes(graph)
-        int8 = None
-        if reference.net is not None:
-            int8 = f"part{i}_{reference.name}.int8.onnx"
-            quantize_dynamic(folder / fp32, folder / int8, weight_type=QuantType.QInt8)
-            quantisable = True
-        parts.append(Part(name=reference.name, input=input_kind, fp32=fp32, int8=int8))
+        parts.append(Part(name=reference.name, input=input_kind, fp32=fp32))
+    quantisable = quantise(folder, parts)
     meta_file = None
     if meta_learner is not None:
         example = np.zeros((1, 3 * len(parts)), np.float32)

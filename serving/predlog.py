@@ -1,9 +1,11 @@
-"""The prediction log: one JSON line per prediction, one file per UTC day, read by drift monitoring."""
+"""The prediction log: one JSON line per prediction, one file per UTC day and server process (workers
+never interleave their lines), read by drift monitoring."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -26,7 +28,7 @@ class PredictionLog:
         self._file = None
 
     def path(self, day: str) -> Path:
-        return self.folder / f"predictions-{day}.jsonl"
+        return self.folder / f"predictions-{day}-{os.getpid()}.jsonl"
 
     def write(self, records: list[dict]) -> None:
         """Append records (each gets a UTC timestamp); the file is flushed per call."""
@@ -51,7 +53,7 @@ class PredictionLog:
 
 
 def read_log(folder: str | Path) -> list[dict]:
-    """Every logged prediction, oldest file first."""
+    """Every logged prediction, oldest day first (processes of one day one after the other)."""
     records = []
     for path in sorted(Path(folder).glob("predictions-*.jsonl")):
         records += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]

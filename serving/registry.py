@@ -13,8 +13,7 @@ from mlflow.exceptions import MlflowException
 
 from scalping_assets.backtest.promotion import CHAMPION, alias_version
 
-from .bundle import MANIFEST
-from .export import ARTIFACT_PATH
+from .bundle import ARTIFACT_PATH, MANIFEST
 
 
 class BundleRegistry:
@@ -31,16 +30,17 @@ class BundleRegistry:
             raise LookupError("no registered model has a champion: run the promotion gate (the champion asset) first")
         return max(models, key=lambda m: m.last_updated_timestamp or 0).name
 
-    def fetch(self, name: str, alias: str) -> tuple[Path, str] | None:
-        """(local folder with the bundle, version) of `name@alias`; None: no such alias. LookupError
-        when that version was never exported."""
-        version = alias_version(self.client, name, alias)
-        if version is None:
-            return None
+    def resolve(self, name: str, alias: str) -> str | None:
+        """The version `name@alias` points at now (None: no such alias)."""
+        return alias_version(self.client, name, alias)
+
+    def fetch(self, name: str, version: str) -> Path:
+        """Local folder with the bundle of `name` v`version` (downloaded once, then cached).
+        LookupError when that version was never exported."""
         target = self.cache / name / version
         if (target / MANIFEST).exists():
-            return target, version
-        missing = LookupError(f"{name} v{version} ({alias}) has no ONNX bundle: materialize onnx_model")
+            return target
+        missing = LookupError(f"{name} v{version} has no ONNX bundle: materialize onnx_model")
         run_id = self.client.get_model_version(name, version).run_id
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as staging:
@@ -54,4 +54,4 @@ class BundleRegistry:
                 raise missing
             shutil.rmtree(target, ignore_errors=True)
             Path(local).rename(target)  # a half-downloaded bundle is never picked up
-        return target, version
+        return target

@@ -9,6 +9,7 @@ at start-up and again on POST /reload, so a newly promoted champion is served wi
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import hmac
 import json
@@ -136,8 +137,11 @@ stream_app = FastAPI(title="tick stream")
 
 @bentoml.service(
     name="scalping",
-    workers=1,  # POST /reload swaps the model of the worker it reaches: one worker keeps that exact
+    # Each worker holds its own models; a reload by one is passed on to the others by a marker file.
+    workers=int(os.environ.get("SCALPING_WORKERS", "2")),
     traffic={"timeout": 30},
+    # One log line per request costs more than a prediction; the prediction log and /metrics keep the record.
+    logging={"access": {"enabled": os.environ.get("SCALPING_ACCESS_LOG", "") == "1"}},
     # Sub-millisecond buckets: the defaults start at 5 ms, above most of this service's requests.
     metrics={"duration": {"buckets": [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0]}},
 )
@@ -149,9 +153,15 @@ class Scalping:
         self.log = PredictionLog(self.settings.prediction_log)
         self.models: dict[str, OnnxPredictor] = {}
         self.problems: dict[str, str] = {}
-        self._reload_lock = threading.Lock()
+        self._reload_lock = threading.RLock()
         self._info_labels: list[tuple[str, str, str]] = []
-        self.reload()
+        self._pinned: dict = {}
+        self._marker = Path(self.settings.cache) / "reload.marker"
+        self._marker_seen = self._marker_time()
+        self._load(self._resolve())
+        # Requests allocate thousands of small objects (a tick window is 2,600 of them), which triggers
+        # full collections over everything imported at start-up: tens of ms each. Exempt the latter.
+        gc.freeze()
 
     # -- model loading -------------------------------------------------------------------------
 
@@ -159,49 +169,79 @@ class Scalping:
     def reload(self) -> dict:
         """Resolve the aliases again and load whatever changed; answers what is served now."""
         with self._reload_lock:
-            before = {alias: m.version for alias, m in self.models.items()}
-            models, problems = {}, {}
+            result = self._load(self._resolve())
+            # The other workers load exactly these versions on their next request.
+            self._marker.parent.mkdir(parents=True, exist_ok=True)
+            staged = self._marker.with_suffix(f".{os.getpid()}")
+            staged.write_text(json.dumps(self._pinned))
+            os.replace(staged, self._marker)  # a follower never reads half a file
+            self._marker_seen = self._marker_time()
+        return result
+
+    def _marker_time(self) -> int:
+        try:
+            return self._marker.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    def _follow_reloads(self) -> None:
+        seen = self._marker_time()
+        if seen != self._marker_seen:
+            with self._reload_lock:
+                self._marker_seen = seen
+                self._load(json.loads(self._marker.read_text()))
+
+    def _resolve(self) -> dict:
+        """{"name", "versions": {alias: version}, "problems": {alias: why}} as the registry has them now."""
+        try:
+            name = self.settings.model or self.registry.default_model_name()
+        except LookupError as exc:
+            return {"name": None, "versions": {}, "problems": {CHAMPION: str(exc)}}
+        aliases = [CHAMPION] + ([CHALLENGER] if self.settings.challenger_share > 0 else [])
+        versions = {alias: self.registry.resolve(name, alias) for alias in aliases}
+        problems = {alias: f"{name} has no {alias}" for alias, version in versions.items() if version is None}
+        return {"name": name, "versions": {a: v for a, v in versions.items() if v}, "problems": problems}
+
+    def _load(self, pinned: dict) -> dict:
+        """Serve the versions `_resolve` found (a failing one keeps nothing, but a champion that fails
+        to load keeps the last good one)."""
+        self._pinned = pinned
+        before = {alias: m.version for alias, m in self.models.items()}
+        models, problems, name = {}, dict(pinned["problems"]), pinned["name"]
+        for alias, version in pinned["versions"].items():
+            current = self.models.get(alias)
+            if current is not None and (current.registered_model, current.version) == (name, version):
+                models[alias] = current
+                continue
             try:
-                name = self.settings.model or self.registry.default_model_name()
+                models[alias] = OnnxPredictor(self.registry.fetch(name, version), self.settings.precision, (name, version))
             except LookupError as exc:
-                name, problems[CHAMPION] = None, str(exc)
-            aliases = [CHAMPION] + ([CHALLENGER] if self.settings.challenger_share > 0 else [])
-            for alias in aliases if name else []:
-                try:
-                    found = self.registry.fetch(name, alias)
-                except LookupError as exc:
-                    problems[alias] = str(exc)
-                    continue
-                if found is None:
-                    problems[alias] = f"{name} has no {alias}"
-                    continue
-                folder, version = found
-                current = self.models.get(alias)
-                same = current is not None and current.folder == folder
-                models[alias] = current if same else OnnxPredictor(folder, self.settings.precision, (name, version))
-            challenger = models.get(CHALLENGER)
-            if challenger is not None and CHAMPION in models and not _compatible(models[CHAMPION], challenger):
-                problems[CHALLENGER] = "challenger reads other windows or symbols than the champion: not routed"
-                models.pop(CHALLENGER)
-            if CHAMPION not in models and CHAMPION in self.models:
-                models = self.models  # keep serving the last good champion rather than nothing
-            self.models, self.problems = models, problems
-            champion = models.get(CHAMPION)
-            expect(champion and _expected(champion))
-            for labels in self._info_labels:  # prometheus cannot clear labels across worker processes
-                MODEL_INFO.labels(*labels).set(0)
-            self._info_labels = [(a, m.registered_model, m.version) for a, m in models.items()]
-            for labels in self._info_labels:
-                MODEL_INFO.labels(*labels).set(1)
-            after = {alias: m.version for alias, m in models.items()}
-            return {"served": after, "changed": after != before, "problems": problems}
+                problems[alias] = f"{alias}: {exc}"
+        challenger = models.get(CHALLENGER)
+        if challenger is not None and CHAMPION in models and not _compatible(models[CHAMPION], challenger):
+            problems[CHALLENGER] = "challenger reads other windows or symbols than the champion: not routed"
+            models.pop(CHALLENGER)
+        if CHAMPION not in models and CHAMPION in self.models:
+            models = self.models  # keep serving the last good champion rather than nothing
+        self.models, self.problems = models, problems
+        champion = models.get(CHAMPION)
+        expect(champion and _expected(champion))
+        for labels in self._info_labels:  # prometheus cannot clear labels across worker processes
+            MODEL_INFO.labels(*labels).set(0)
+        self._info_labels = [(a, m.registered_model, m.version) for a, m in models.items()]
+        for labels in self._info_labels:
+            MODEL_INFO.labels(*labels).set(1)
+        after = {alias: m.version for alias, m in models.items()}
+        return {"served": after, "changed": after != before, "problems": problems}
 
     def __is_ready__(self) -> bool:
+        self._follow_reloads()
         return CHAMPION in self.models
 
     @bentoml.api(route="/info")
     def info(self) -> dict:
         """What is served: each alias's model, its window and features, the A/B split."""
+        self._follow_reloads()
         return {
             "models": {alias: model.info() for alias, model in self.models.items()},
             "challenger_share": self.settings.challenger_share if CHALLENGER in self.models else 0.0,
@@ -212,6 +252,7 @@ class Scalping:
     # -- predictions ---------------------------------------------------------------------------
 
     def _route(self, client_id: str | None) -> tuple[str, OnnxPredictor]:
+        self._follow_reloads()
         if CHAMPION not in self.models:
             raise ServiceUnavailable(f"no champion loaded: {self.problems.get(CHAMPION, 'unknown')}")
         share = self.settings.challenger_share
@@ -272,9 +313,7 @@ class Scalping:
         return client_id or ctx.request.headers.get("x-client-id")
 
     @bentoml.api(route="/predict/features", input_spec=FeatureWindow)
-    def predict_features(
-        self, symbol: str, features: list[list[float]], client_id: str, ctx: bentoml.Context
-    ) -> Prediction:
+    def predict_features(self, symbol: str, features: list[list[float]], client_id: str, ctx: bentoml.Context) -> Prediction:
         """One prediction from a precomputed raw feature window."""
         started = time.perf_counter()
         window = np.asarray(features, np.float64)
@@ -295,7 +334,9 @@ class Scalping:
             raise InvalidArgument(f"ticks: features are not all defined; send at least {model.manifest.min_ticks} ticks")
         return self._predict("ticks", [(symbol, self._client(client_id, ctx), window, int(epochs[-1]))], started)[0]
 
-    @bentoml.api(route="/predict/batch", batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=10)
+    # max_latency_ms bounds the wait for a batch to fill; past it BentoML answers 503, so it is generous.
+    # A larger max_batch_size made the dispatcher wait for batches that never filled (half the throughput).
+    @bentoml.api(route="/predict/batch", batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=1000)
     def predict_batch(
         self, windows: Annotated[list[FeatureWindow], Field(min_length=1, max_length=MAX_BATCH)]
     ) -> list[Prediction]:

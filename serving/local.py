@@ -1,4 +1,4 @@
-"""Run the BentoML service as a real server on loopback (`bentoml serve`), as users run it."""
+"""Run the service as a real `bentoml serve` on loopback, as users run it (tests and benchmarks)."""
 
 import os
 import socket
@@ -11,7 +11,6 @@ from pathlib import Path
 import httpx
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-API_KEY = "test-key-5f1c"
 
 
 def free_port() -> int:
@@ -22,7 +21,8 @@ def free_port() -> int:
 
 @contextmanager
 def bentoml_server(env: dict[str, str], log: Path, startup_s: float = 90):
-    """Yields the base URL once /livez answers; the server's output goes to `log`."""
+    """Yields the base URL once /livez answers; `env` adds to this process's environment (the
+    service's SCALPING_* settings), the server's output goes to `log`."""
     port = free_port()
     command = [
         str(Path(sys.executable).parent / "bentoml"),
