@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)
 
-.PHONY: demo test lint bench dev symbols clean
+.PHONY: demo test lint bench dev serve symbols clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,13 @@ bench: $(BIN)/.installed  ## benchmark tables
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_backtest.py
+	$(BIN)/python benchmarks/bench_serving.py
 
 dev: $(BIN)/.installed  ## Dagster UI on http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml
+
+serve: $(BIN)/.installed  ## the registry's champion over HTTP on http://127.0.0.1:3100 (after make demo)
+	$(BIN)/bentoml serve serving.service:Scalping --port 3100
 
 symbols: $(BIN)/.installed
 	$(BIN)/scalping symbols

@@ -118,6 +118,13 @@ def demo(args: argparse.Namespace) -> int:
             instance=instance, resources=resources, run_config=QUIET_LOGS, raise_on_error=False
         )
         failures += not evaluation.success
+    serving = None
+    if evaluation is not None and evaluation.success and _champion_version(evaluation) != "none":
+        print("[serving_job] exporting the champion (and challenger) to ONNX, checking parity", flush=True)
+        serving = defs.resolve_job_def("serving_job").execute_in_process(
+            instance=instance, resources=resources, run_config=QUIET_LOGS, raise_on_error=False
+        )
+        failures += not serving.success
     elapsed = time.perf_counter() - started
 
     print(f"\n{'date':<10}  {'symbol':<10} {'ticks':>7} {'first':>12} {'last':>12} {'min':>12} {'max':>12}  checks  features")
@@ -172,8 +179,13 @@ def demo(args: argparse.Namespace) -> int:
         print("\nmodels_job failed: see the run in the Dagster UI")
     if evaluation is not None:
         _print_evaluation(evaluation)
+    if serving is not None:
+        _print_serving(serving, args.data_dir)
+    elif evaluation is not None and evaluation.success:
+        print("no champion yet: nothing to export or serve")
     n_ticks = sum(tick_summary(store.read_day(s, d))["rows"] for (d, s), (ok, _, _) in tick_runs.items() if ok)
     built = "features, labels, a dataset" + (", models, backtests and a gate decision" if evaluation is not None else "")
+    built += ", an ONNX champion" if serving is not None and serving.success else ""
     print(
         f"\n{n_ticks:,} ticks in {len(keys)} partitions under {store.root}, {built} in {elapsed:.1f}s; "
         f"{'all blocking checks passed' if not failures else f'{failures} failure(s)'}."
@@ -274,6 +286,30 @@ def _print_evaluation(evaluation) -> None:
         if not row.data["passed"]:
             print(f"  {row.data['candidate']}: {row.data['reasons']}")
     print(f"reports: {Path(report['candidates'].value[0]['html']).parent}")
+
+
+def _champion_version(evaluation) -> str:
+    return evaluation.asset_materializations_for_node("champion")[0].metadata["champion_version"].value
+
+
+def _print_serving(serving, data_dir: str) -> None:
+    if not serving.success:
+        print("\nserving_job failed: see the run in the Dagster UI")
+        return
+    meta = serving.asset_materializations_for_node("onnx_model")[0].metadata
+    print(f"\nONNX export of {meta['registered_model'].value} (parity on the test span):")
+    print(f"  {'alias':<22} {'FP32 max |dp|':>13} {'INT8 agreement':>14} {'FP32 p50 us':>11} {'INT8 p50 us':>11}  served")
+    for alias, e in meta["exports"].value.items():
+        latency = e["latency_us"]
+        agreement = "-" if e["int8_agreement"] is None else f"{e['int8_agreement']:.4f}"
+        int8 = f"{latency['int8']['p50']:.0f}" if "int8" in latency else "-"
+        print(
+            f"  {alias:<22} {e['fp32_max_abs_diff']:>13.2g} {agreement:>14} {latency['fp32']['p50']:>11.0f} {int8:>11}  "
+            f"{e['precision']}"
+        )
+    for check in serving.get_asset_check_evaluations():
+        print(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}")
+    print(f"Serve it: SCALPING_DATA_DIR={data_dir} .venv/bin/bentoml serve serving.service:Scalping  (README, Serving)")
 
 
 def rollback_champion(args: argparse.Namespace) -> int:
