@@ -182,12 +182,7 @@ def over_http(served: ServedModels, kind: str, args: argparse.Namespace, folder:
     batch = json.dumps({"windows": [{"symbol": SYMBOL, "features": window}] * args.batch}).encode()
     predictor = OnnxPredictor(served.exports[kind].folder)
     ticks = served.ticks.iloc[-predictor.manifest.min_ticks :]
-    tick_body = json.dumps(
-        {
-            "symbol": SYMBOL,
-            "ticks": [{"epoch": int(e), "quote": float(q)} for e, q in zip(ticks["epoch"], ticks["quote"], strict=True)],
-        }
-    ).encode()
+    tick_body = json.dumps({"symbol": SYMBOL, "epochs": ticks["epoch"].tolist(), "quotes": ticks["quote"].tolist()}).encode()
     (folder / kind).mkdir(parents=True, exist_ok=True)
     with bentoml_server(env, folder / kind / "server.log") as url:
         with httpx.Client(base_url=url, headers={"x-api-key": API_KEY, "content-type": "application/json"}, timeout=30) as client:

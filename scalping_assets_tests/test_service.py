@@ -46,9 +46,9 @@ def client(server):
         yield c
 
 
-def _tick_window(served_models, end: int, n: int) -> list[dict]:
+def _tick_window(served_models, end: int, n: int) -> dict[str, list]:
     ticks = served_models.ticks.iloc[end - n : end]
-    return [{"epoch": int(e), "quote": float(q)} for e, q in zip(ticks["epoch"], ticks["quote"], strict=True)]
+    return {"epochs": ticks["epoch"].tolist(), "quotes": ticks["quote"].tolist()}
 
 
 def _feature_window(served_models, row: int = 0) -> list[list[float]]:
@@ -84,12 +84,12 @@ def test_every_endpoint_serves_the_champion_and_agrees_with_the_bundle(served_mo
     end = len(served_models.ticks) - 100
     ticks = _tick_window(served_models, end, min_ticks)
     client_id = next(f"c{i}" for i in range(100) if bucket(f"c{i}") >= SHARE)  # routed to the champion
-    response = client.post("/predict/ticks", json={"symbol": SYMBOL, "ticks": ticks, "client_id": client_id})
+    response = client.post("/predict/ticks", json={"symbol": SYMBOL, **ticks, "client_id": client_id})
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["version"] == versions["xgboost"] and body["variant"] == "champion" and body["symbols"] == [SYMBOL]
-    assert body["epoch"] == ticks[-1]["epoch"]
-    window = champion.features_from_ticks(SYMBOL, [t["epoch"] for t in ticks], [t["quote"] for t in ticks])
+    assert body["epoch"] == ticks["epochs"][-1]
+    window = champion.features_from_ticks(SYMBOL, ticks["epochs"], ticks["quotes"])
     expected = champion.predict(window[None])[0]
     np.testing.assert_allclose([body["probabilities"][c] for c in ("down", "neutral", "up")], expected, atol=1e-6)
     assert body["prediction"] == ("down", "neutral", "up")[int(expected.argmax())]
@@ -108,8 +108,9 @@ def test_every_endpoint_serves_the_champion_and_agrees_with_the_bundle(served_mo
     # The stream: warm-up answers, then one prediction per tick, the last one equal to the HTTP answer.
     replies = []
     with connect(url.replace("http", "ws") + f"/stream/ticks?client_id={client_id}", additional_headers=KEY) as ws:
-        for tick in _tick_window(served_models, end, min_ticks + 5):  # ends at the same tick as `ticks`
-            ws.send(json.dumps({"symbol": SYMBOL, **tick}))
+        stream = _tick_window(served_models, end, min_ticks + 5)  # ends at the same tick as `ticks`
+        for epoch, quote in zip(stream["epochs"], stream["quotes"], strict=True):
+            ws.send(json.dumps({"symbol": SYMBOL, "epoch": epoch, "quote": quote}))
             replies.append(json.loads(ws.recv()))
         ws.send('{"symbol": "SIG_AR1", "epoch": 1, "quote": 1.0}')
         assert "epochs must increase" in json.loads(ws.recv())["error"]
@@ -142,9 +143,10 @@ def _errors(response: httpx.Response) -> str:
         ("/predict/features", '{"symbol": "SIG_AR1", "features": [[1.0]]}', "features", "the model reads exactly 50"),
         ("/predict/features", '{"symbol": "R_100", "features": []}', "symbol", "unknown symbol 'R_100'"),
         ("/predict/features", '{"features": []}', "symbol", "Field required"),
-        ("/predict/ticks", '{"symbol": "SIG_AR1", "ticks": [{"epoch": 1, "quote": NaN}]}', "quote", "finite number"),
-        ("/predict/ticks", '{"symbol": "SIG_AR1", "ticks": [{"epoch": 1, "quote": Infinity}]}', "quote", "finite number"),
-        ("/predict/ticks", '{"symbol": "SIG_AR1", "ticks": [{"epoch": 1, "quote": -2}]}', "quote", "quote must be positive"),
+        ("/predict/ticks", '{"symbol": "SIG_AR1", "epochs": [1], "quotes": [NaN]}', "quotes", "finite number"),
+        ("/predict/ticks", '{"symbol": "SIG_AR1", "epochs": [1], "quotes": [Infinity]}', "quotes", "finite number"),
+        ("/predict/ticks", '{"symbol": "SIG_AR1", "epochs": [1], "quotes": [1, -2]}', "quotes", "quotes[1] = -2"),
+        ("/predict/ticks", '{"symbol": "SIG_AR1", "epochs": [-5], "quotes": [1]}', "epochs", "greater than or equal to 0"),
         ("/predict/batch", '{"windows": []}', "windows", "at least 1 item"),
         ("/predict/batch", '{"windows": [{"symbol": "SIG_AR1", "features": "x"}]}', "features", "valid array"),
     ],
@@ -168,12 +170,16 @@ def test_window_rules_of_ticks_and_features_and_payload_size(served_models, clie
     assert response.status_code == 400 and "finite number" in _errors(response)
     assert response.json()["detail"][0]["loc"] == ["features", 7, 3]
     ticks = _tick_window(served_models, 30_000, 2_600)
-    ticks[100]["epoch"] = ticks[99]["epoch"]
-    response = client.post("/predict/ticks", json={"symbol": SYMBOL, "ticks": ticks})
-    assert response.status_code == 400 and "ticks[100].epoch" in _errors(response)
-    response = client.post("/predict/ticks", json={"symbol": SYMBOL, "ticks": ticks[:500]})
+    response = client.post("/predict/ticks", json={"symbol": SYMBOL, **ticks, "quotes": ticks["quotes"][:-1]})
+    assert response.status_code == 400 and "2600 epochs but 2599 quotes" in _errors(response)
+    ticks["epochs"][100] = ticks["epochs"][99]
+    response = client.post("/predict/ticks", json={"symbol": SYMBOL, **ticks})
+    assert response.status_code == 400 and "epochs[100]" in _errors(response)
+    response = client.post(
+        "/predict/ticks", json={"symbol": SYMBOL, "epochs": ticks["epochs"][:500], "quotes": ticks["quotes"][:500]}
+    )
     assert response.status_code == 400 and "500 ticks given; the model needs at least 2550" in _errors(response)
-    response = client.post("/predict/ticks", json={"symbol": SYMBOL, "ticks": _tick_window(served_models, 40_000, 20_001)})
+    response = client.post("/predict/ticks", json={"symbol": SYMBOL, **_tick_window(served_models, 40_000, 20_001)})
     assert response.status_code == 400 and "at most 20000" in _errors(response)
     response = client.post("/predict/features", content=b" " * (17 * 1024 * 1024), headers={"content-type": "application/json"})
     assert response.status_code == 413 and "exceeds" in response.json()["error"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import numpy as np
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 MAX_TICKS = 20_000  # a raw-tick window beyond this is refused (the look-back needs a few thousand)
 MAX_BATCH = 128  # windows per batch request, and per merged batch
@@ -43,42 +43,70 @@ def _check_symbol(symbol: str) -> str:
     return symbol
 
 
-class Tick(BaseModel):
-    epoch: int = Field(ge=0, le=MAX_EPOCH, description="Unix seconds")
-    quote: float = Field(allow_inf_nan=False, description="positive")
+Epoch = Annotated[int, Field(ge=0, le=MAX_EPOCH, description="Unix seconds")]
+Quote = Annotated[float, Field(allow_inf_nan=False, description="positive")]
+
+
+def _first_not_positive(quotes: list[float]) -> int | None:
+    # A check here rather than `gt=0`: the exclusiveMinimum it publishes trips some OpenAPI tooling.
+    bad = np.flatnonzero(np.asarray(quotes, np.float64) <= 0)
+    return int(bad[0]) if bad.size else None
+
+
+class StreamTick(BaseModel):
+    """One message of the WebSocket stream."""
+
+    symbol: str
+    epoch: Epoch
+    quote: Quote
 
     @field_validator("quote")
     @classmethod
     def _positive(cls, quote: float) -> float:
-        # A validator, not `gt=0`: the published exclusiveMinimum trips some OpenAPI tooling.
-        if quote <= 0:
+        if _first_not_positive([quote]) is not None:
             raise ValueError(f"quote must be positive, got {quote}")
         return quote
 
 
 class TickWindow(BaseModel):
-    """Raw ticks of one symbol, oldest first; the service computes the features (training's own code)."""
+    """Raw ticks of one symbol, oldest first, as columns (the layout of Deriv's `ticks_history`); the
+    service computes the features with the training code."""
 
     symbol: str
-    ticks: list[Tick] = Field(max_length=MAX_TICKS, description="at least the model's min_ticks (see /info)")
+    epochs: list[Epoch] = Field(max_length=MAX_TICKS, description="Unix seconds, strictly increasing; at least min_ticks")
+    quotes: list[Quote] = Field(max_length=MAX_TICKS, description="positive, one per epoch")
     client_id: str = CLIENT_ID
 
     _symbol = field_validator("symbol")(_check_symbol)
 
-    @field_validator("ticks")
+    @field_validator("epochs")
     @classmethod
-    def _enough_and_increasing(cls, ticks: list[Tick]) -> list[Tick]:
-        if _expected is not None and len(ticks) < _expected.min_ticks:
+    def _enough_and_increasing(cls, epochs: list[int]) -> list[int]:
+        if _expected is not None and len(epochs) < _expected.min_ticks:
             raise ValueError(
-                f"{len(ticks)} ticks given; the model needs at least {_expected.min_ticks} "
+                f"{len(epochs)} ticks given; the model needs at least {_expected.min_ticks} "
                 f"(feature look-back plus a window of {_expected.window})"
             )
-        epochs = np.fromiter((t.epoch for t in ticks), np.int64, len(ticks))
-        bad = np.flatnonzero(np.diff(epochs) <= 0)
+        values = np.asarray(epochs, np.int64)
+        bad = np.flatnonzero(np.diff(values) <= 0)
         if bad.size:
             i = int(bad[0]) + 1
-            raise ValueError(f"epochs must increase strictly: ticks[{i}].epoch {epochs[i]} follows {epochs[i - 1]}")
-        return ticks
+            raise ValueError(f"epochs must increase strictly: epochs[{i}] = {values[i]} follows {values[i - 1]}")
+        return epochs
+
+    @field_validator("quotes")
+    @classmethod
+    def _positive(cls, quotes: list[float]) -> list[float]:
+        i = _first_not_positive(quotes)
+        if i is not None:
+            raise ValueError(f"quotes must be positive: quotes[{i}] = {quotes[i]}")
+        return quotes
+
+    @model_validator(mode="after")
+    def _aligned(self) -> TickWindow:
+        if len(self.epochs) != len(self.quotes):
+            raise ValueError(f"{len(self.epochs)} epochs but {len(self.quotes)} quotes: one quote per epoch")
+        return self
 
 
 # Checked by pydantic's core, element by element: fast, and the error names row and column.

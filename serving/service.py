@@ -34,7 +34,7 @@ from scalping_assets.features.batch import FeatureInputError
 from .bundle import OnnxPredictor
 from .predlog import PredictionLog, features_digest
 from .registry import BundleRegistry
-from .schemas import MAX_BATCH, Expected, FeatureWindow, Prediction, Tick, TickWindow, expect
+from .schemas import MAX_BATCH, Expected, FeatureWindow, Prediction, StreamTick, TickWindow, expect
 
 OPEN_PATHS = ("/healthz", "/livez", "/readyz")
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -320,19 +320,19 @@ class Scalping:
         return self._predict("features", [(symbol, self._client(client_id, ctx), window, None)], started)[0]
 
     @bentoml.api(route="/predict/ticks", input_spec=TickWindow)
-    def predict_ticks(self, symbol: str, ticks: list[Tick], client_id: str, ctx: bentoml.Context) -> Prediction:
+    def predict_ticks(
+        self, symbol: str, epochs: list[int], quotes: list[float], client_id: str, ctx: bentoml.Context
+    ) -> Prediction:
         """One prediction at the last tick of a raw tick window (features computed here, by training's code)."""
         started = time.perf_counter()
         variant, model = self._route(self._client(client_id, ctx))
-        epochs = np.fromiter((t.epoch for t in ticks), np.int64, len(ticks))
-        quotes = np.fromiter((t.quote for t in ticks), np.float64, len(ticks))
         try:
             window = model.features_from_ticks(symbol, epochs, quotes)
         except FeatureInputError as exc:
             raise InvalidArgument(f"ticks: {exc}") from exc
         if not np.isfinite(window).all():
             raise InvalidArgument(f"ticks: features are not all defined; send at least {model.manifest.min_ticks} ticks")
-        return self._predict("ticks", [(symbol, self._client(client_id, ctx), window, int(epochs[-1]))], started)[0]
+        return self._predict("ticks", [(symbol, self._client(client_id, ctx), window, epochs[-1])], started)[0]
 
     # max_latency_ms bounds the wait for a batch to fill; past it BentoML answers 503, so it is generous.
     # A larger max_batch_size made the dispatcher wait for batches that never filled (half the throughput).
@@ -359,7 +359,7 @@ class Scalping:
                 message = await websocket.receive_text()
                 started = time.perf_counter()
                 try:
-                    tick = _StreamTick.model_validate_json(message)
+                    tick = StreamTick.model_validate_json(message)
                     variant, model = self._route(client)
                 except ValidationError as exc:
                     await websocket.send_json({"error": _first_error(exc)})
@@ -373,7 +373,7 @@ class Scalping:
         except WebSocketDisconnect:
             return
 
-    def _stream_step(self, stream: _Stream, model: OnnxPredictor, tick: _StreamTick, client: str | None, started: float) -> dict:
+    def _stream_step(self, stream: _Stream, model: OnnxPredictor, tick: StreamTick, client: str | None, started: float) -> dict:
         if tick.symbol not in model.manifest.symbols:
             return {"error": f"symbol: unknown symbol {tick.symbol!r}: the served model knows {model.manifest.symbols}"}
         if tick.symbol not in stream.states:
@@ -387,10 +387,6 @@ class Scalping:
             return {"symbol": tick.symbol, "epoch": tick.epoch, "ready": False, "warmup_left": model.manifest.min_ticks - state.n}
         prediction = self._predict("stream", [(tick.symbol, client, np.stack(rows), tick.epoch)], started)[0]
         return {"ready": True, **prediction.model_dump()}
-
-
-class _StreamTick(Tick):
-    symbol: str
 
 
 def _first_error(exc: ValidationError) -> str:

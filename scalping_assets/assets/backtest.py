@@ -129,7 +129,7 @@ def backtest_report(
         rows.append(candidate | {"summary": summary, "verdict": report.verdict, "html": str(html), "plots": report.plots})
     best = max(rows, key=lambda r: -np.inf if r["summary"]["expectancy"] is None else r["summary"]["expectancy"])
     verdicts = "\n".join(
-        f"- **{r['name']}** (v{r['version']}): {r['verdict']} [report]({Path(r['html']).as_uri()})" for r in rows
+        f"- **{r['name']}** (v{r['version']}): {r['verdict']} [report]({Path(r['html']).resolve().as_uri()})" for r in rows
     )
     plots = "\n\n".join(markdown_image(png, name) for name, png in best["plots"].items())
     return dg.MaterializeResult(

@@ -82,7 +82,7 @@ def onnx_model(
                 reports[CHALLENGER].manifest.version if CHALLENGER in reports else "none"
             ),
             "precision": dg.MetadataValue.text(champion_report.manifest.precision),
-            "bundle": dg.MetadataValue.path(str(champion_report.folder)),
+            "bundle": dg.MetadataValue.path(str(champion_report.folder.resolve())),
             "exports": dg.MetadataValue.json(summaries),
         },
         check_results=[
