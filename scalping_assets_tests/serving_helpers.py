@@ -36,7 +36,7 @@ class ServedModels:
         if kind not in self.exports:
             c = self.candidates[kind]
             self.exports[kind] = export_version(
-                self.tracker.client, c.registered_name, c.version, self.dataset, self.root / "bundles" / kind
+                self.tracker, c.registered_name, c.version, self.dataset, self.root / "bundles" / kind
             )
         return self.exports[kind]
 

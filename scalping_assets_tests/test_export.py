@@ -70,4 +70,4 @@ def test_export_refuses_a_dataset_the_model_was_not_trained_on(served_models, tm
     other = type(dataset)(dataset.frame, dataset.meta.model_copy(update={"fingerprint": "0123456789abcdef"}))
     candidate = served_models.candidates["xgboost"]
     with pytest.raises(ExportError, match="trained on dataset"):
-        export_version(served_models.tracker.client, candidate.registered_name, candidate.version, other, tmp_path / "b")
+        export_version(served_models.tracker, candidate.registered_name, candidate.version, other, tmp_path / "b")

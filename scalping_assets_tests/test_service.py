@@ -297,10 +297,10 @@ def test_without_a_key_and_without_a_champion_until_one_is_registered(served_mod
         assert response.status_code == 503
         assert "has no champion" in httpx.post(f"{url}/info", json={}).json()["problems"]["champion"]
         registry, candidate = served_models.tracker.client, served_models.candidates["xgboost"]
-        registry.create_registered_model(name)
-        version = registry.create_model_version(name, candidate.model_uri, candidate.run_id)  # the run holds the bundle
-        registry.set_registered_model_alias(name, CHAMPION, version.version)
-        assert httpx.post(f"{url}/reload", json={}).json()["served"] == {"champion": str(version.version)}
+        served_models.tracker.activate()  # other test modules' trackers may hold the process's MLflow URIs
+        version = served_models.tracker.register(candidate.model_uri, name, {})  # its run holds the bundle
+        registry.set_registered_model_alias(name, CHAMPION, version)
+        assert httpx.post(f"{url}/reload", json={}).json()["served"] == {"champion": version}
         assert httpx.get(f"{url}/readyz").status_code == 200
         response = httpx.post(f"{url}/predict/features", json={"symbol": SYMBOL, "features": window})
         assert response.status_code == 200 and response.json()["registered_model"] == name

@@ -30,6 +30,7 @@ from skl2onnx import to_onnx
 from scalping_assets.features.dataset import Dataset
 from scalping_assets.models.config import SEQUENCE_KINDS
 from scalping_assets.models.ensemble import BASES_ARTIFACT
+from scalping_assets.models.tracking import Tracker
 from scalping_assets.models.train import predict_proba
 from scalping_assets.models.trees import predict_tree
 
@@ -158,7 +159,7 @@ def _onnx_probabilities(predictor: OnnxPredictor, dataset: Dataset, batch: int =
 
 
 def export_version(
-    client: MlflowClient,
+    tracker: Tracker,
     name: str,
     version: str,
     dataset: Dataset,
@@ -169,6 +170,8 @@ def export_version(
     """Write the bundle of `name` v`version` to `folder`, measure parity and latency on the test span,
     and log the bundle to the version's run under `onnx/` (tagging the version with the outcome) if its
     FP32 graph is within FP32_TOLERANCE of the trained model."""
+    tracker.activate()  # the models:/ URIs below resolve through the fluent API
+    client = tracker.client
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)

@@ -65,7 +65,7 @@ def onnx_model(
         context.log.info(f"exporting {name} v{version} ({alias}) to ONNX")
         try:
             reports[alias] = export_version(
-                tracker.client, name, version, dataset, bundle_store.folder(f"{name}/{version}"), config.min_int8_agreement
+                tracker, name, version, dataset, bundle_store.folder(f"{name}/{version}"), config.min_int8_agreement
             )
         except ExportError as exc:
             raise dg.Failure(str(exc)) from exc

@@ -52,13 +52,18 @@ def _set_process_uris(uri: str) -> None:
 class Tracker:
     def __init__(self, tracking_uri: str, experiment: str = "scalping", artifact_root: str | None = None):
         self.tracking_uri = tracking_uri
-        _set_process_uris(tracking_uri)
+        self.activate()
         self.client = MlflowClient(tracking_uri, registry_uri=tracking_uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=artifact_root)
         else:
             self.experiment_id = found.experiment_id
+
+    def activate(self) -> None:
+        """Point MLflow's fluent API (models:/ URIs, log_model, register_model) at this store again:
+        another Tracker made since may have taken the process over."""
+        _set_process_uris(self.tracking_uri)
 
     def parent_run_id(self, group: str, name: str) -> str:
         """The parent run of a group of trainings (a Dagster run id), created on first use."""
