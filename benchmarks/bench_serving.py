@@ -39,28 +39,17 @@ from scalping_assets.backtest.promotion import CHALLENGER, CHAMPION  # noqa: E40
 from scalping_assets.models.trees import predict_tree  # noqa: E402
 from scalping_assets_tests.serving_helpers import SYMBOL, ServedModels, train_served_models  # noqa: E402
 from serving.bundle import OnnxPredictor, write_manifest  # noqa: E402
-from serving.export import ExportReport, quantise  # noqa: E402
+from serving.export import ExportReport, latency_us, quantise  # noqa: E402
 from serving.local import bentoml_server  # noqa: E402
 
 API_KEY = "bench"
+WARMUP = 50  # calls before timing
 TRAINING = {"epochs": 1, "max_train_windows": 2_000, "max_eval_windows": 1_000, "n_estimators": 100}
 
 
 def percentiles(seconds: list[float]) -> tuple[float, float]:
     us = np.asarray(seconds) * 1e6
     return float(np.percentile(us, 50)), float(np.percentile(us, 99))
-
-
-def per_call(fn, inputs: list, repeats: int) -> tuple[float, float]:
-    for x in inputs[:50]:
-        fn(x)
-    times = []
-    for i in range(repeats):
-        x = inputs[i % len(inputs)]
-        start = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - start)
-    return percentiles(times)
 
 
 def trained_model(served: ServedModels, kind: str):
@@ -104,15 +93,15 @@ def in_process(served: ServedModels, repeats: int, folder: Path) -> None:
     print(f"{'model':<12} {header}  served")
     for kind in ("lstm", "cnn", "transformer", "xgboost", "ensemble"):
         report = served.export(kind)
-        baseline = per_call(trained_model(served, kind), inputs, repeats)
-        fp32 = per_call(OnnxPredictor(report.folder, "fp32").predict_scaled, inputs, repeats)
+        baseline = latency_us(trained_model(served, kind), inputs, repeats, WARMUP)
+        fp32 = latency_us(OnnxPredictor(report.folder, "fp32").predict_scaled, inputs, repeats, WARMUP)
         quantised = int8_variant(report, folder)
-        int8 = per_call(quantised.predict_scaled, inputs, repeats) if quantised else None
-        int8_text = f"{int8[0]:>9.1f} {int8[1]:>7.1f}" if int8 else f"{'-':>9} {'-':>7}"
+        int8 = latency_us(quantised.predict_scaled, inputs, repeats, WARMUP) if quantised else None
+        int8_text = f"{int8['p50']:>9.1f} {int8['p99']:>7.1f}" if int8 else f"{'-':>9} {'-':>7}"
         agreement = f" (INT8 agreement {report.int8_agreement:.4f})" if report.int8_agreement is not None else ""
         print(
-            f"{kind:<12} {baseline[0]:>11.1f} {baseline[1]:>7.1f} {fp32[0]:>9.1f} {fp32[1]:>7.1f} {int8_text} "
-            f"{baseline[0] / fp32[0]:>12.1f}x  {report.manifest.precision}{agreement}"
+            f"{kind:<12} {baseline['p50']:>11.1f} {baseline['p99']:>7.1f} {fp32['p50']:>9.1f} {fp32['p99']:>7.1f} {int8_text} "
+            f"{baseline['p50'] / fp32['p50']:>12.1f}x  {report.manifest.precision}{agreement}"
         )
 
 

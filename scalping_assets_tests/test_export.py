@@ -7,7 +7,7 @@ import pytest
 from scalping_assets.features.labels import PROBABILITY_COLUMNS
 from scalping_assets.models.pipeline import prediction_frame
 from serving.bundle import OnnxPredictor
-from serving.export import FP32_TOLERANCE, ExportError, export_version
+from serving.export import FP32_TOLERANCE, ExportError, export_version, predict_windows
 
 from .serving_helpers import SYMBOL
 
@@ -21,9 +21,7 @@ def test_every_family_exports_within_tolerance_of_the_trained_model(served_model
     # Independently of the export's own measurement: the bundle against the candidate's test evaluation.
     predictor = OnnxPredictor(report.folder, "fp32")
     windows = served_models.dataset.windows("test")
-    onnx_proba = np.concatenate(
-        [predictor.predict_scaled(windows[np.arange(s, min(s + 2048, len(windows)))][0]) for s in range(0, len(windows), 2048)]
-    )
+    onnx_proba = predict_windows(predictor, windows)
     assert onnx_proba.shape == candidate.test_proba.shape
     assert np.abs(onnx_proba - candidate.test_proba).max() <= FP32_TOLERANCE
 

@@ -14,6 +14,7 @@ import io
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from onnxmltools.convert.common.data_types import FloatTensorType
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from skl2onnx import to_onnx
 
-from scalping_assets.features.dataset import Dataset
+from scalping_assets.features.dataset import Dataset, SequenceWindows
 from scalping_assets.models.config import SEQUENCE_KINDS
 from scalping_assets.models.ensemble import BASES_ARTIFACT
 from scalping_assets.models.tracking import Tracker
@@ -53,11 +54,10 @@ class Reference:
     net: torch.nn.Module | None = None
     booster: object | None = None
 
-    def predict(self, dataset: Dataset) -> np.ndarray:
-        windows = dataset.windows("test")
+    def predict(self, windows: SequenceWindows, feature_names: list[str]) -> np.ndarray:
         if self.net is not None:
             return predict_proba(self.net, windows)
-        return predict_tree(self.booster, windows.x[windows.ends], dataset.feature_names)
+        return predict_tree(self.booster, windows.x[windows.ends], feature_names)
 
     def to_onnx(self, n_features: int, window: int) -> tuple[bytes, str]:
         if self.net is not None:
@@ -139,19 +139,24 @@ def quantise(folder: Path, parts: list[Part]) -> bool:
     return any(part.int8 for part in parts)
 
 
-def _latency(predictor: OnnxPredictor, windows: np.ndarray, repeats: int) -> dict[str, float]:
+def latency_us(
+    predict: Callable[[np.ndarray], object], inputs: list[np.ndarray], repeats: int, warmup: int = 0
+) -> dict[str, float]:
+    """p50 and p99 in µs of `repeats` calls of `predict`, cycling through `inputs`, after `warmup` calls."""
+    for i in range(warmup):
+        predict(inputs[i % len(inputs)])
     times = []
     for i in range(repeats):
-        window = windows[i % len(windows)][None]
+        x = inputs[i % len(inputs)]
         start = time.perf_counter()
-        predictor.predict_scaled(window)
+        predict(x)
         times.append(time.perf_counter() - start)
     us = np.asarray(times) * 1e6
     return {"p50": float(np.percentile(us, 50)), "p99": float(np.percentile(us, 99))}
 
 
-def _onnx_probabilities(predictor: OnnxPredictor, dataset: Dataset, batch: int = 4096) -> np.ndarray:
-    windows = dataset.windows("test")
+def predict_windows(predictor: OnnxPredictor, windows: SequenceWindows, batch: int = 4096) -> np.ndarray:
+    """Probabilities of every window, in batches."""
     out = [
         predictor.predict_scaled(windows[np.arange(s, min(s + batch, len(windows)))][0]) for s in range(0, len(windows), batch)
     ]
@@ -215,19 +220,19 @@ def export_version(
     )
     write_manifest(folder, manifest)
 
-    truth_parts = [reference.predict(dataset) for reference in references]
+    windows = dataset.windows("test")
+    truth_parts = [reference.predict(windows, dataset.feature_names) for reference in references]
     truth = truth_parts[0] if meta_learner is None else meta_learner.predict_proba(np.hstack(truth_parts))
     fp32 = OnnxPredictor(folder, "fp32")
-    fp32_proba = _onnx_probabilities(fp32, dataset)
+    fp32_proba = predict_windows(fp32, windows)
     fp32_diff = float(np.abs(fp32_proba - truth).max())
-    windows = dataset.windows("test")
-    sample = windows[np.arange(min(len(windows), 256))][0]
-    latency = {"fp32": _latency(fp32, sample, latency_repeats)}
+    singles = list(windows[np.arange(min(len(windows), 256))][0][:, None])  # one window per call
+    latency = {"fp32": latency_us(fp32.predict_scaled, singles, latency_repeats)}
     agreement, keep_int8 = None, False
     if quantisable:
         int8 = OnnxPredictor(folder, "int8")
-        agreement = float((_onnx_probabilities(int8, dataset).argmax(axis=1) == fp32_proba.argmax(axis=1)).mean())
-        latency["int8"] = _latency(int8, sample, latency_repeats)
+        agreement = float((predict_windows(int8, windows).argmax(axis=1) == fp32_proba.argmax(axis=1)).mean())
+        latency["int8"] = latency_us(int8.predict_scaled, singles, latency_repeats)
         keep_int8 = agreement >= min_agreement and latency["int8"]["p50"] < latency["fp32"]["p50"]
     if not keep_int8:
         for part in parts:

@@ -45,12 +45,6 @@ class PredictionLog:
             self._file.write(lines)
             self._file.flush()
 
-    def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
-
 
 def read_log(folder: str | Path) -> list[dict]:
     """Every logged prediction, oldest day first (processes of one day one after the other)."""

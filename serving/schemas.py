@@ -44,13 +44,8 @@ def _check_symbol(symbol: str) -> str:
 
 
 Epoch = Annotated[int, Field(ge=0, le=MAX_EPOCH, description="Unix seconds")]
+# Positive, checked by validators rather than `gt=0`: the exclusiveMinimum it publishes trips some OpenAPI tooling.
 Quote = Annotated[float, Field(allow_inf_nan=False, description="positive")]
-
-
-def _first_not_positive(quotes: list[float]) -> int | None:
-    # A check here rather than `gt=0`: the exclusiveMinimum it publishes trips some OpenAPI tooling.
-    bad = np.flatnonzero(np.asarray(quotes, np.float64) <= 0)
-    return int(bad[0]) if bad.size else None
 
 
 class StreamTick(BaseModel):
@@ -63,7 +58,7 @@ class StreamTick(BaseModel):
     @field_validator("quote")
     @classmethod
     def _positive(cls, quote: float) -> float:
-        if _first_not_positive([quote]) is not None:
+        if quote <= 0:
             raise ValueError(f"quote must be positive, got {quote}")
         return quote
 
@@ -97,9 +92,9 @@ class TickWindow(BaseModel):
     @field_validator("quotes")
     @classmethod
     def _positive(cls, quotes: list[float]) -> list[float]:
-        i = _first_not_positive(quotes)
-        if i is not None:
-            raise ValueError(f"quotes must be positive: quotes[{i}] = {quotes[i]}")
+        bad = np.flatnonzero(np.asarray(quotes, np.float64) <= 0)
+        if bad.size:
+            raise ValueError(f"quotes must be positive: quotes[{bad[0]}] = {quotes[bad[0]]}")
         return quotes
 
     @model_validator(mode="after")

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 import bentoml
 import numpy as np
@@ -77,7 +77,7 @@ class ApiKeyMiddleware:
 
     def __init__(self, app):
         self.app = app
-        self.key = os.environ.get("SCALPING_API_KEY", "").encode()
+        self.key = Settings.from_env().api_key.encode()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
@@ -124,11 +124,26 @@ INFERENCE_SECONDS = Histogram(
 PREDICTIONS = Counter("scalping_predictions", "predictions made", ["variant", "version"])
 
 
+class _Route(NamedTuple):
+    variant: str  # champion or challenger
+    model: OnnxPredictor
+
+
+class _Item(NamedTuple):
+    """One prediction to make: a raw feature window and the model it was routed to."""
+
+    symbol: str
+    client: str | None
+    route: _Route
+    window: np.ndarray  # (L, F), raw
+    epoch: int | None = None  # the tick predicted at (raw ticks, the stream)
+
+
 @dataclass
 class _Stream:
-    """One WebSocket client's feature state per symbol, tied to the model version it was built for."""
+    """One WebSocket client's feature state per symbol, tied to the model it was built for."""
 
-    version: str
+    route: _Route
     states: dict = field(default_factory=dict)  # symbol -> (FeatureState, deque of feature rows)
 
 
@@ -251,33 +266,32 @@ class Scalping:
 
     # -- predictions ---------------------------------------------------------------------------
 
-    def _route(self, client_id: str | None) -> tuple[str, OnnxPredictor]:
+    def _require_champion(self) -> None:
+        """Once per request: follow a reload another worker made, and 503 while there is nothing to serve."""
         self._follow_reloads()
         if CHAMPION not in self.models:
             raise ServiceUnavailable(f"no champion loaded: {self.problems.get(CHAMPION, 'unknown')}")
-        share = self.settings.challenger_share
-        if CHALLENGER in self.models and client_id and bucket(client_id) < share:
-            return CHALLENGER, self.models[CHALLENGER]
-        return CHAMPION, self.models[CHAMPION]
 
-    def _predict(
-        self, endpoint: str, items: list[tuple[str, str | None, np.ndarray, int | None]], started: float
-    ) -> list[Prediction]:
-        """items: (symbol, client id, raw window (L, F), epoch); one ONNX call per variant."""
-        routes = [self._route(client) for _, client, _, _ in items]
+    def _route(self, client_id: str | None) -> _Route:
+        if CHALLENGER in self.models and client_id and bucket(client_id) < self.settings.challenger_share:
+            return _Route(CHALLENGER, self.models[CHALLENGER])
+        return _Route(CHAMPION, self.models[CHAMPION])
+
+    def _predict(self, endpoint: str, items: list[_Item], started: float) -> list[Prediction]:
+        """One ONNX call per variant; each item is predicted by the model it was routed to."""
         results: list[Prediction | None] = [None] * len(items)
         records = []
-        for variant in {v for v, _ in routes}:
-            chosen = [i for i, (v, _) in enumerate(routes) if v == variant]
-            model = routes[chosen[0]][1]
-            windows = model.scale(np.stack([items[i][2] for i in chosen]))
+        for variant in {item.route.variant for item in items}:
+            chosen = [i for i, item in enumerate(items) if item.route.variant == variant]
+            model = items[chosen[0]].route.model
+            windows = model.scale(np.stack([items[i].window for i in chosen]))
             proba = model.predict_scaled(windows)
             elapsed = time.perf_counter() - started
             INFERENCE_SECONDS.labels(endpoint=endpoint, variant=variant).observe(elapsed)
             PREDICTIONS.labels(variant=variant, version=model.version).inc(len(chosen))
             m = model.manifest
             for row, i in enumerate(chosen):
-                symbol, client, _, epoch = items[i]
+                symbol, client, epoch = items[i].symbol, items[i].client, items[i].epoch
                 probabilities = dict(zip(m.classes, map(float, proba[row]), strict=True))
                 results[i] = Prediction(
                     registered_model=model.registered_model,
@@ -300,7 +314,7 @@ class Scalping:
                         "client": client,
                         "epoch": epoch,
                         "features_digest": features_digest(windows[row]),
-                        "features": [float(v) for v in items[i][2][-1]],  # the last row, raw: what drift compares
+                        "features": [float(v) for v in items[i].window[-1]],  # the last row, raw: what drift compares
                         "probabilities": probabilities,
                         "latency_ms": elapsed * 1e3,
                     }
@@ -316,8 +330,10 @@ class Scalping:
     def predict_features(self, symbol: str, features: list[list[float]], client_id: str, ctx: bentoml.Context) -> Prediction:
         """One prediction from a precomputed raw feature window."""
         started = time.perf_counter()
+        self._require_champion()
+        client = self._client(client_id, ctx)
         window = np.asarray(features, np.float64)
-        return self._predict("features", [(symbol, self._client(client_id, ctx), window, None)], started)[0]
+        return self._predict("features", [_Item(symbol, client, self._route(client), window)], started)[0]
 
     @bentoml.api(route="/predict/ticks", input_spec=TickWindow)
     def predict_ticks(
@@ -325,14 +341,17 @@ class Scalping:
     ) -> Prediction:
         """One prediction at the last tick of a raw tick window (features computed here, by training's code)."""
         started = time.perf_counter()
-        variant, model = self._route(self._client(client_id, ctx))
+        self._require_champion()
+        client = self._client(client_id, ctx)
+        route = self._route(client)
+        model = route.model  # the window gets this model's fitted features, and this model predicts it
         try:
             window = model.features_from_ticks(symbol, epochs, quotes)
         except FeatureInputError as exc:
             raise InvalidArgument(f"ticks: {exc}") from exc
         if not np.isfinite(window).all():
             raise InvalidArgument(f"ticks: features are not all defined; send at least {model.manifest.min_ticks} ticks")
-        return self._predict("ticks", [(symbol, self._client(client_id, ctx), window, epochs[-1])], started)[0]
+        return self._predict("ticks", [_Item(symbol, client, route, window, epochs[-1])], started)[0]
 
     # max_latency_ms bounds the wait for a batch to fill; past it BentoML answers 503, so it is generous.
     # A larger max_batch_size made the dispatcher wait for batches that never filled (half the throughput).
@@ -342,7 +361,8 @@ class Scalping:
     ) -> list[Prediction]:
         """Many feature windows in one call; concurrent calls are merged into one ONNX run (adaptive batching)."""
         started = time.perf_counter()
-        items = [(w.symbol, w.client_id, np.asarray(w.features, np.float64), None) for w in windows]
+        self._require_champion()
+        items = [_Item(w.symbol, w.client_id, self._route(w.client_id), np.asarray(w.features, np.float64)) for w in windows]
         return self._predict("batch", items, started)
 
     # -- streaming -----------------------------------------------------------------------------
@@ -360,20 +380,22 @@ class Scalping:
                 started = time.perf_counter()
                 try:
                     tick = StreamTick.model_validate_json(message)
-                    variant, model = self._route(client)
+                    self._require_champion()
                 except ValidationError as exc:
                     await websocket.send_json({"error": _first_error(exc)})
                     continue
                 except ServiceUnavailable as exc:
                     await websocket.send_json({"error": str(exc)})
                     continue
-                if stream is None or stream.version != f"{variant}:{model.version}":
-                    stream = _Stream(f"{variant}:{model.version}")  # a new model: its own fitted features
-                await websocket.send_json(self._stream_step(stream, model, tick, client, started))
+                route = self._route(client)
+                if stream is None or stream.route != route:
+                    stream = _Stream(route)  # a new model: its own fitted features
+                await websocket.send_json(self._stream_step(stream, tick, client, started))
         except WebSocketDisconnect:
             return
 
-    def _stream_step(self, stream: _Stream, model: OnnxPredictor, tick: StreamTick, client: str | None, started: float) -> dict:
+    def _stream_step(self, stream: _Stream, tick: StreamTick, client: str | None, started: float) -> dict:
+        model = stream.route.model
         if tick.symbol not in model.manifest.symbols:
             return {"error": f"symbol: unknown symbol {tick.symbol!r}: the served model knows {model.manifest.symbols}"}
         if tick.symbol not in stream.states:
@@ -385,7 +407,7 @@ class Scalping:
             return {"error": f"tick: {exc}"}
         if len(rows) < model.manifest.window or not np.isfinite(rows[0]).all():
             return {"symbol": tick.symbol, "epoch": tick.epoch, "ready": False, "warmup_left": model.manifest.min_ticks - state.n}
-        prediction = self._predict("stream", [(tick.symbol, client, np.stack(rows), tick.epoch)], started)[0]
+        prediction = self._predict("stream", [_Item(tick.symbol, client, stream.route, np.stack(rows), tick.epoch)], started)[0]
         return {"ready": True, **prediction.model_dump()}
 
 
