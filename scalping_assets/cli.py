@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 
 from scalping_assets.assets.features import DATASET_SYMBOLS
-from scalping_assets.market.collector import CollectorOptions, TickCollector
+from scalping_assets.market.collector import CollectorOptions, SymbolsRefused, TickCollector
 from scalping_assets.market.deriv_client import DerivAPIError, deriv_url
 from scalping_assets.market.simulator import DEFAULT_ORIGIN
 from scalping_assets.market.store import TickStore, parse_epoch
@@ -225,9 +225,10 @@ def collect(args: argparse.Namespace) -> int:
             while True:
                 await asyncio.sleep(args.progress_interval)
                 s = collector.stats
+                behind = "".join(f"  {symbol} {seconds:,} s behind" for symbol, seconds in collector.backlog().items())
                 print(
                     f"live {s.live:,}  backfilled {s.backfilled:,}  stored {s.stored:,}  duplicates dropped "
-                    f"{s.duplicates:,}  reconnects {s.reconnects}",
+                    f"{s.duplicates:,}  reconnects {s.reconnects}{behind}",
                     flush=True,
                 )
 
@@ -239,7 +240,7 @@ def collect(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(run())
-    except DerivAPIError as exc:
+    except (DerivAPIError, SymbolsRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     s = collector.stats
@@ -247,6 +248,8 @@ def collect(args: argparse.Namespace) -> int:
         f"stopped: {s.stored:,} ticks stored under {store.root} ({s.live:,} live, {s.backfilled:,} backfilled, "
         f"{s.duplicates:,} duplicates dropped, {s.reconnects} reconnects)"
     )
+    for symbol, why in collector.refused.items():
+        print(f"not collected: {symbol}, refused by the server ({why})")
     return 0
 
 

@@ -11,6 +11,7 @@ from scalping_assets.features.daily import FrameStore
 from scalping_assets.market.deriv_client import DerivClient, deriv_url
 from scalping_assets.market.simulator import DEFAULT_ORIGIN, day_start_epoch, simulator
 from scalping_assets.market.store import TickStore
+from scalping_assets.market.symbols import get_symbol
 from scalping_assets.models.tracking import Tracker
 
 
@@ -45,7 +46,7 @@ class DerivResource(dg.ConfigurableResource):
 
         async def fetch() -> pd.DataFrame:
             async with DerivClient(deriv_url(self.url or None)) as client:
-                return await client.ticks_history(symbol, start, end)
+                return await client.ticks_history(symbol, start, end, spacing=get_symbol(symbol).tick_interval_s or 1)
 
         return asyncio.run(fetch())
 

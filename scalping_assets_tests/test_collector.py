@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from scalping_assets.partitions import tick_partition
 START = 1_767_312_000  # 2026-01-02 00:00 UTC
 SINCE = START - 1_800
 SEED = 6
-SYMBOLS = ["1HZ100V", "R_50", "CRASH500", "stpRNG"]
+SYMBOLS = ["1HZ100V", "R_100", "CRASH500", "stpRNG"]  # 1 s, 2 s, a jump process, a step process
 FAST = CollectorOptions(
     flush_interval_s=0.5,
     silence_timeout_s=0.8,
@@ -36,44 +37,139 @@ FAST = CollectorOptions(
 )
 
 
-def lost_and_duplicated(store: TickStore, symbol: str, since: int) -> tuple[int, int, int]:
-    """(stored, lost, duplicated) against the ticks the server generated from `since` to the last stored one."""
+def audit(fake: FakeDerivServer, store: TickStore, symbol: str, since: int) -> dict[str, int]:
+    """What is stored of `symbol` against the server's own feed from `since` to the last stored tick.
+
+    lost: a tick of the feed that is not stored; duplicated: an epoch stored twice; wrong: a stored tick
+    the feed never had at that epoch, or with another quote.
+    """
     stored = store.read(symbol)
-    epochs = stored["epoch"].to_numpy()
+    epochs, quotes = stored["epoch"].to_numpy(), stored["quote"].to_numpy()
+    assert len(epochs), f"{symbol}: nothing stored"
     assert np.all(np.diff(epochs) >= 0), f"{symbol}: out of order"
-    truth_epochs, truth_quotes = SimulatedTicks(SEED).between(symbol, since, epochs[-1])
+    truth_epochs, truth_quotes = fake.between(symbol, since, epochs[-1])
+    unique, first = np.unique(epochs, return_index=True)
+    known = np.isin(unique, truth_epochs)
+    at = np.searchsorted(truth_epochs, unique[known])
+    wrong = int((~known).sum() + (quotes[first][known] != truth_quotes[at]).sum())
     lost = len(np.setdiff1d(truth_epochs, epochs))
-    duplicated = len(epochs) - len(np.unique(epochs))
-    unique_epochs, first = np.unique(epochs, return_index=True)
-    assert np.array_equal(unique_epochs, truth_epochs[np.isin(truth_epochs, unique_epochs)])
-    assert np.array_equal(stored["quote"].to_numpy()[first], truth_quotes[np.isin(truth_epochs, unique_epochs)])
-    assert epochs[0] == truth_epochs[0], f"{symbol}: the backfill did not start at {since}"
-    return len(epochs), lost, duplicated
+    return {"stored": len(epochs), "lost": lost, "duplicated": len(epochs) - len(unique), "wrong": wrong}
 
 
-def test_drops_stall_repeats_reorders_and_rate_limits_lose_and_duplicate_nothing(tmp_path):
-    faults = Faults(
-        drop_every_s=3.0, stall_at_s=8.0, stall_for_s=2.0, repeat_prob=0.02, reorder_prob=0.02, rate_limit_every=9, seed=2
-    )
-    fake = FakeDerivServer(seed=SEED, start=START, time_scale=30, faults=faults)
-    store = TickStore(tmp_path / "ticks")
+def print_audit(title: str, report: dict[str, dict[str, int]]) -> None:
+    print(f"\n{title}\n{'symbol':<9} {'stored':>8} {'lost':>5} {'duplicated':>10} {'wrong':>5}")
+    for symbol, r in report.items():
+        print(f"{symbol:<9} {r['stored']:>8,} {r['lost']:>5} {r['duplicated']:>10} {r['wrong']:>5}")
+
+
+def flawless(report: dict[str, dict[str, int]]) -> bool:
+    return all(r["lost"] == r["duplicated"] == r["wrong"] == 0 for r in report.values())
+
+
+def collect_for(root: Path, fake: FakeDerivServer, symbols: list[str], since: int, seconds: float, **options) -> tuple:
+    """Run a collector in process against `fake` for `seconds`; (stats, store, collector, server epoch at the stop)."""
+    store = TickStore(root / "ticks")
     with ServerThread(fake) as server:
-        collector = TickCollector(server.url, SYMBOLS, store, since=SINCE, options=FAST, seed=1)
+        collector = TickCollector(server.url, symbols, store, since=since, options=replace(FAST, **options), seed=1)
 
         async def bounded():
             stop = asyncio.Event()
-            asyncio.get_running_loop().call_later(20, stop.set)
+            asyncio.get_running_loop().call_later(seconds, stop.set)
             return await collector.run(stop)
 
         stats = asyncio.run(bounded())
-    report = {s: lost_and_duplicated(store, s, SINCE) for s in SYMBOLS}
-    print(f"\nfault run: {stats}, server drops {fake.drops}; (stored, lost, duplicated) {report}")
-    assert all(lost == 0 and dup == 0 for _, lost, dup in report.values()), report
+        stopped_at = fake.clock.now()
+    return stats, store, collector, stopped_at
+
+
+def test_drops_stall_repeats_reorders_misses_skips_refusals_short_pages_and_rate_limits_lose_nothing(tmp_path):
+    faults = Faults(
+        drop_every_s=3.0,
+        stall_at_s=8.0,
+        stall_for_s=2.0,
+        repeat_prob=0.02,
+        reorder_prob=0.02,
+        rate_limit_every=9,
+        miss_prob=0.01,
+        skip_prob=0.005,
+        refuse={"CRASH500": "MarketIsClosed"},
+        refuse_count=2,
+        history_page_max=1_500,
+        history_rate_limit_every=7,
+        seed=2,
+    )
+    fake = FakeDerivServer(seed=SEED, start=START, time_scale=30, faults=faults)
+    stats, store, _, _ = collect_for(tmp_path, fake, SYMBOLS, SINCE, 20)
+    report = {s: audit(fake, store, s, SINCE) for s in SYMBOLS}
+    print_audit(f"fault run: {stats}, server drops {fake.drops}", report)
+    assert flawless(report), report
     # The faults really happened and were survived.
-    assert fake.drops >= 5 and stats.reconnects >= 5 and stats.silences >= 1
-    assert stats.duplicates > 0 and stats.live > 1_000 and stats.backfilled > 1_000
-    # The run reached into the last seconds: the collector kept up with the live stream.
-    assert report["1HZ100V"][0] > 1_800 + 30 * 15
+    assert fake.drops >= 5 and stats.reconnects >= 5 and stats.silences >= 1 and stats.gap_fills >= 5
+    assert stats.duplicates > 0 and stats.live > 1_000 and stats.backfilled > 1_000 and stats.refusals >= 2
+    # The run reached into the last seconds: the collector kept up with the live stream on every cadence.
+    assert report["1HZ100V"]["stored"] > 1_800 + 30 * 15
+    assert report["R_100"]["stored"] > (1_800 + 30 * 15) // 2
+
+
+@pytest.mark.parametrize(
+    ("symbols", "faults"),
+    [
+        (["R_100"], Faults(miss_prob=0.05, seed=3)),  # a 2 s symbol misses live ticks
+        (["R_100", "1HZ100V"], Faults(skip_prob=0.03, seed=3)),  # the feed's own epochs skip
+    ],
+    ids=["two-second-missed-ticks", "skipping-epochs"],
+)
+def test_gap_fills_keep_every_cadence_stored_to_the_live_edge(symbols, faults, tmp_path):
+    fake = FakeDerivServer(seed=SEED, start=START, time_scale=30, faults=faults)
+    stats, store, _, stopped_at = collect_for(tmp_path, fake, symbols, START, 6, silence_timeout_s=5.0)
+    report = {s: audit(fake, store, s, START) for s in symbols}
+    print_audit(f"gap fills: {stats}", report)
+    assert flawless(report), report
+    assert stats.gap_fills >= 1 and stats.reconnects == 0
+    for symbol in symbols:  # stored up to the last second or two of the run, not stuck at the first hole
+        assert store.last_epoch(symbol) >= stopped_at - 2 * 30, (symbol, store.last_epoch(symbol), stopped_at)
+
+
+def test_a_refused_symbol_is_retried_or_dropped_while_the_others_keep_collecting(caplog, tmp_path):
+    faults = Faults(refuse={"R_100": "MarketIsClosed", "R_50": "InvalidSymbol"}, refuse_count=3)
+    fake = FakeDerivServer(seed=SEED, start=START, time_scale=30, faults=faults)
+    with caplog.at_level("INFO", logger="scalping_assets.market.collector"):
+        stats, store, collector, _ = collect_for(tmp_path, fake, ["1HZ100V", "R_100", "R_50"], SINCE, 6)
+    report = {s: audit(fake, store, s, SINCE) for s in ["1HZ100V", "R_100"]}
+    print_audit(f"refusals: {stats}", report)
+    assert flawless(report), report
+    # MarketIsClosed: retried with back-off until the market opens; InvalidSymbol: refused for good, once.
+    assert [r["ticks"] for r in fake.requests if r.get("ticks") == "R_100"] == ["R_100"] * 4
+    assert [r["ticks"] for r in fake.requests if r.get("ticks") == "R_50"] == ["R_50"]
+    assert set(collector.refused) == {"R_50"} and "InvalidSymbol" in collector.refused["R_50"]
+    assert store.days("R_50") == [] and stats.refusals == 4
+    assert any("R_50" in m and "refused" in m and "not collected" in m for m in caplog.messages)
+    assert report["R_100"]["stored"] > 1_800 // 2
+
+
+def test_history_paging_goes_on_past_short_pages(tmp_path):
+    fake = FakeDerivServer(seed=SEED, start=START, time_scale=30, faults=Faults(history_page_max=700))
+    since = START - 3 * 3_600
+    stats, store, _, _ = collect_for(tmp_path, fake, ["1HZ100V", "R_100"], since, 5)
+    report = {s: audit(fake, store, s, since) for s in ["1HZ100V", "R_100"]}
+    print_audit(f"short pages: {stats}", report)
+    assert flawless(report), report
+    assert report["1HZ100V"]["stored"] > 3 * 3_600
+
+
+def test_a_backfill_longer_than_a_connection_lasts_progresses_page_by_page(tmp_path):
+    # Each history page is 0.3 s late and every connection dies after 1 s: twelve hours of history (nine
+    # pages) cannot be fetched on one connection, only kept page by page across reconnects.
+    faults = Faults(drop_every_s=1.0, history_delay_s=0.3)
+    fake = FakeDerivServer(seed=SEED, start=START, time_scale=10, faults=faults)
+    since = START - 12 * 3_600
+    stats, store, _, _ = collect_for(tmp_path, fake, ["1HZ100V"], since, 12, silence_timeout_s=5.0)
+    report = {"1HZ100V": audit(fake, store, "1HZ100V", since)}
+    print_audit(f"long backfill under drops: {stats}, server drops {fake.drops}", report)
+    assert flawless(report), report
+    # All twelve hours are stored, and live ticks after them (the tail behind the last drop's hole waits
+    # in memory for its own fill, as it must).
+    assert stats.reconnects >= 5 and store.last_epoch("1HZ100V") > START
 
 
 def test_a_short_stall_is_seen_as_a_hole_and_filled_from_history(tmp_path):
@@ -90,7 +186,7 @@ def test_a_short_stall_is_seen_as_a_hole_and_filled_from_history(tmp_path):
 
         stats = asyncio.run(bounded())
     assert stats.reconnects == 0 and stats.gap_fills >= 1
-    assert lost_and_duplicated(store, "1HZ100V", START)[1:] == (0, 0)
+    assert flawless({"1HZ100V": audit(fake, store, "1HZ100V", START)})
 
 
 def collect_process(url: str, data_dir: Path, *extra: str) -> subprocess.Popen:
@@ -128,11 +224,66 @@ def test_kill_mid_run_and_restart_lose_and_duplicate_nothing(tmp_path):
     assert first.returncode == -signal.SIGKILL
     assert second.returncode == 0, out
     assert "stopped:" in out
-    report = {s: lost_and_duplicated(store, s, SINCE) for s in SYMBOLS}
-    print(f"\nkill/restart: stored at kill {stored_at_kill}; (stored, lost, duplicated) {report}")
-    assert all(lost == 0 and dup == 0 for _, lost, dup in report.values()), report
-    assert all(report[s][0] > stored_at_kill[s] for s in SYMBOLS)
+    report = {s: audit(fake, store, s, SINCE) for s in SYMBOLS}
+    print_audit(f"kill/restart: stored at kill {stored_at_kill}", report)
+    assert flawless(report), report
+    assert all(report[s]["stored"] > stored_at_kill[s] for s in SYMBOLS)
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / "ticks").rglob("*"))
+
+
+def sigterm_to_exit_s(process: subprocess.Popen) -> float:
+    sent = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(30)
+    finally:
+        process.kill()
+    return time.monotonic() - sent
+
+
+def test_sigterm_during_a_backfill_stops_within_two_seconds_keeping_every_page_stored(tmp_path):
+    # Two days of history behind four symbols, each page 1.5 s late: the backfill takes minutes.
+    fake = FakeDerivServer(seed=SEED, start=START + 2 * 86_400, time_scale=5, faults=Faults(history_delay_s=1.5))
+    since = START
+    store = TickStore(tmp_path / "ticks")
+    with ServerThread(fake) as server:
+        process = collect_process(server.url, tmp_path, "--since", str(since))
+        wait_for_ticks(store, "1HZ100V", 5_000)  # the first page is stored while the rest is still coming
+        exit_s = sigterm_to_exit_s(process)
+        out = process.stdout.read()
+    print(f"\nSIGTERM to exit during a backfill: {exit_s:.2f} s")
+    assert process.returncode == 0 and "stopped:" in out, out
+    assert exit_s < 2.0
+    report = {s: audit(fake, store, s, since) for s in SYMBOLS if store.days(s)}
+    print_audit("stored before the SIGTERM", report)
+    assert flawless(report) and "1HZ100V" in report, report
+
+
+def test_sigterm_during_a_rate_limit_wait_stops_within_two_seconds(tmp_path):
+    # Every history call is answered RateLimit; the collector waits 60 s (its default) before retrying.
+    fake = FakeDerivServer(seed=SEED, start=START, time_scale=5, faults=Faults(history_rate_limit_every=1))
+    with ServerThread(fake) as server:
+        process = collect_process(server.url, tmp_path)
+        deadline = time.monotonic() + 30
+        while fake._history_calls < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        exit_s = sigterm_to_exit_s(process)
+        out = process.stdout.read()
+    print(f"\nSIGTERM to exit during a RateLimit wait: {exit_s:.2f} s")
+    assert fake._history_calls >= 1, out
+    assert process.returncode == 0 and "stopped:" in out, out
+    assert exit_s < 2.0
+
+
+def test_collect_command_exits_with_a_clear_message_when_every_symbol_is_refused(tmp_path):
+    fake = FakeDerivServer(seed=SEED, start=START, faults=Faults(refuse={"R_100": "InvalidSymbol"}))
+    with ServerThread(fake) as server:
+        scalping = str(Path(sys.executable).parent / "scalping")
+        args = ["collect", "--url", server.url, "--symbols", "R_100", "--data-dir", str(tmp_path), "--duration", "20"]
+        done = subprocess.run([scalping, *args], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done
+    assert "R_100" in done.stderr and "InvalidSymbol" in done.stderr and "nothing left to collect" in done.stderr
 
 
 def test_ticks_asset_backfills_a_day_from_the_deriv_source(tmp_path):
@@ -189,3 +340,23 @@ def test_symbol_state_holds_each_epoch_once_and_completes_only_without_holes():
     state.add(102, 1.1)
     state.advance()
     assert state.complete == 104 and not state.has_hole()
+
+
+def test_a_tick_within_one_cadence_of_the_watermark_is_the_next_whatever_epoch_the_watermark_stands_on():
+    from scalping_assets.market.collector import SymbolState
+
+    # A 2 s symbol whose gap fill ended one second before the first live tick after the hole.
+    state = SymbolState(interval=2, complete=103, stored=100)
+    for epoch in (104, 106, 110):
+        state.add(epoch, 1.0)
+    state.advance()
+    assert state.complete == 106 and state.has_hole() and state.hole_end() == 109  # 108 is missing
+    # The feed skipped 108 (history has nothing there): filled through 109, the watermark moves on.
+    state.complete = 109
+    state.advance()
+    assert state.complete == 110 and not state.has_hole()
+    # Spacing wider than the cadence with no fill is a hole on either cadence.
+    one = SymbolState(interval=1, complete=10, stored=10)
+    one.add(12, 1.0)
+    one.advance()
+    assert one.complete == 10 and one.hole_end() == 11

@@ -225,6 +225,44 @@ def test_rate_limit_errors_are_waited_out_and_the_limiter_spaces_calls():
     assert all(stamps[i + 3] - stamps[i] >= 0.29 for i in range(4))  # never more than 3 calls in 0.3 s
 
 
+def test_history_pages_on_past_a_short_page_until_it_reaches_the_start():
+    fake = FakeDerivServer(seed=4, start=START, faults=Faults(history_page_max=700))
+    with ServerThread(fake) as thread:
+
+        async def session():
+            async with DerivClient(thread.url) as client:
+                return (
+                    await client.ticks_history("1HZ25V", START - 86_400, START - 1),
+                    await client.ticks_history("R_25", START - 9_999, START - 1, spacing=2),
+                )
+
+        day, two_second = run(session())
+    epochs, quotes = SimulatedTicks(4).between("1HZ25V", START - 86_400, START - 1)
+    assert np.array_equal(day["epoch"], epochs) and np.array_equal(day["quote"], quotes)
+    assert np.array_equal(two_second["epoch"], SimulatedTicks(4).between("R_25", START - 9_999, START - 1)[0])
+    pages = [r for r in fake.requests if r.get("ticks_history") == "R_25"]
+    assert len(pages) == -(-4_999 // 700)  # the cadence tells when the start is reached: no empty last page
+
+
+def test_a_rate_limit_wait_ends_as_soon_as_the_connection_drops():
+    from scalping_assets.market.deriv_client import ConnectionLost
+
+    fake = FakeDerivServer(seed=1, start=START, faults=Faults(history_rate_limit_every=1))
+    with ServerThread(fake) as thread:
+
+        async def session():
+            async with DerivClient(thread.url, rate_limit_wait_s=60) as client:
+                waiting = asyncio.create_task(client.ticks_history("R_50", START - 600, START - 1))
+                await asyncio.sleep(0.5)
+                await asyncio.to_thread(thread.drop_connections)
+                started = asyncio.get_running_loop().time()
+                with pytest.raises(ConnectionLost):
+                    await asyncio.wait_for(waiting, 10)
+                return asyncio.get_running_loop().time() - started
+
+        assert run(session()) < 1.0
+
+
 def test_deriv_url_takes_the_app_id_from_the_environment(monkeypatch):
     monkeypatch.delenv("DERIV_WS_URL", raising=False)
     monkeypatch.delenv("DERIV_APP_ID", raising=False)

@@ -175,26 +175,46 @@ class DerivClient:
                 raise ConnectionLost(f"connection lost ({exc})") from exc
             finally:
                 self._pending.pop(req_id, None)
+                if future.done() and not future.cancelled():
+                    future.exception()  # the reader may have failed it while this request was sent or cancelled
             error = reply.get("error")
             if error is None:
                 return reply
             symbol = payload.get("ticks_history") or payload.get("ticks")
             if error.get("code") == "RateLimit" and attempt < self.rate_limit_retries:
                 log.warning("RateLimit on %s: waiting %.1f s", call, self.rate_limit_wait_s)
-                await asyncio.sleep(self.rate_limit_wait_s)
+                if await self._closes_within(self.rate_limit_wait_s):
+                    raise ConnectionLost(f"connection lost while waiting out a RateLimit on {call}")
                 continue
             raise DerivAPIError(call, error.get("code", "?"), error.get("message", ""), symbol, error.get("details"))
         raise AssertionError("unreachable")
 
-    async def subscribe_ticks(self, symbols: list[str]) -> dict:
-        """Subscribe to the live ticks of `symbols`; returns the first tick message."""
-        return await self.request({"ticks": list(symbols), "subscribe": 1})
+    async def _closes_within(self, seconds: float) -> bool:
+        """Wait `seconds`, or less when the connection closes meanwhile (then True)."""
+        try:
+            await asyncio.wait_for(self.closed.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def subscribe_ticks(self, symbols: str | list[str]) -> dict:
+        """Subscribe to the live ticks of a symbol or a list of them; returns the first tick message.
+
+        One error answers the whole request: subscribe symbol by symbol to keep one's refusal its own.
+        """
+        return await self.request({"ticks": symbols if isinstance(symbols, str) else list(symbols), "subscribe": 1})
 
     async def server_time(self) -> int:
         return (await self.request({"time": 1}))["time"]
 
-    async def ticks_history(self, symbol: str, start: int, end: int | str = "latest") -> pd.DataFrame:
-        """Every tick with start <= epoch <= end, paging backwards HISTORY_PAGE ticks at a time."""
+    async def ticks_history(self, symbol: str, start: int, end: int | str = "latest", *, spacing: int = 1) -> pd.DataFrame:
+        """Every tick with start <= epoch <= end, paging backwards from `end`.
+
+        A page may hold fewer ticks than asked for while more history exists (a server may cap its
+        pages), so paging goes on until a page is empty or reaches back to within `spacing` seconds of
+        `start`: the symbol's ticks are never closer together than `spacing` (its cadence; the default,
+        one second, holds for every symbol).
+        """
         times, prices = [np.empty(0, np.int64)], [np.empty(0)]
         upper: int | str = end
         while upper == "latest" or int(start) <= int(upper):
@@ -209,9 +229,11 @@ class DerivClient:
                     break  # a start that the server's clock has not reached yet: no ticks so far
                 raise
             page_times = reply["history"]["times"]
+            if not page_times:
+                break
             times.append(np.asarray(page_times, np.int64))
             prices.append(np.asarray(reply["history"]["prices"], np.float64))
-            if len(page_times) < HISTORY_PAGE or page_times[0] <= start:
+            if page_times[0] - spacing < start:
                 break
             upper = page_times[0] - 1
         epochs = np.concatenate(times[::-1])

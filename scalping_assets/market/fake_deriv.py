@@ -5,7 +5,8 @@
 It answers `ticks` (live streams), `ticks_history` (ticks and candles), `forget`, `forget_all`,
 `ping`, `time` and `active_symbols` with `echo_req`, `req_id` and `subscription` as the official
 schemas say. Its clock can run faster than real time, and it injects faults on demand: abrupt
-disconnects (close code 1006), stalled streams, repeated and reordered ticks, `RateLimit` errors.
+disconnects (close code 1006), stalled streams, repeated, reordered and missed ticks, a feed whose
+epochs skip, per-symbol subscription errors, short and slow history pages, `RateLimit` errors.
 """
 
 from __future__ import annotations
@@ -47,7 +48,32 @@ class Faults:
     repeat_prob: float = 0.0  # a streamed tick is sent twice
     reorder_prob: float = 0.0  # a streamed tick swaps places with the next one
     rate_limit_every: int | None = None  # every Nth rate-limited request is answered RateLimit
+    miss_prob: float = 0.0  # a streamed tick is never sent (history still has it): a missed live tick
+    skip_prob: float = 0.0  # the feed itself skips an epoch: neither streamed nor in history
+    refuse: dict[str, str] = field(default_factory=dict)  # symbol -> error code answered to its `ticks` subscription
+    refuse_count: int | None = None  # ... for its first N subscriptions (None: every one)
+    history_page_max: int | None = None  # a history page holds at most this many ticks, whatever `count` asks
+    history_delay_s: float = 0.0  # each history reply is this much late
+    history_rate_limit_every: int | None = None  # every Nth `ticks_history` call is answered RateLimit
     seed: int = 0
+
+
+# The messages Deriv answers with for the errors a subscription may be refused with.
+REFUSAL_MESSAGES = {
+    "MarketIsClosed": "This market is presently closed.",
+    "InvalidSymbol": "Symbol {symbol} invalid.",
+}
+
+
+def skipped_epochs(epochs: np.ndarray, prob: float, seed: int) -> np.ndarray:
+    """Which epochs a feed with `skip_prob` = prob never had: a hash of (epoch, seed), the same in stream and history."""
+    if not prob:
+        return np.zeros(len(epochs), bool)
+    x = (epochs.astype(np.uint64) + np.uint64(seed * 0x9E3779B97F4A7C15 % 2**64)) * np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(31)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(29)
+    return (x >> np.uint64(11)).astype(np.float64) / float(2**53) < prob
 
 
 class SimClock:
@@ -87,6 +113,7 @@ class Connection:
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     calls: deque = field(default_factory=deque)  # monotonic times of rate-limited calls
     sender: asyncio.Task | None = None
+    delayed: set[asyncio.Task] = field(default_factory=set)  # slow history replies still to be sent
 
 
 class FakeDerivServer:
@@ -112,6 +139,14 @@ class FakeDerivServer:
         self.drops = 0
         self._rng = random.Random(self.faults.seed)
         self._limited_calls = 0
+        self._history_calls = 0
+        self._refusals: dict[str, int] = {}
+
+    def between(self, symbol: str, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+        """The feed's ticks with lo <= epoch <= hi: the simulator's, less the epochs the feed skips."""
+        epochs, quotes = self.ticks.between(symbol, lo, hi)
+        keep = ~skipped_epochs(epochs, self.faults.skip_prob, self.faults.seed)
+        return epochs[keep], quotes[keep]
 
     # -- protocol -------------------------------------------------------------------------------
 
@@ -137,9 +172,26 @@ class FakeDerivServer:
             conn.calls.popleft()
         self._limited_calls += 1
         every = self.faults.rate_limit_every
-        if len(conn.calls) >= self.rate_limit_per_minute or (every and self._limited_calls % every == 0):
+        if call == "ticks_history":
+            self._history_calls += 1
+        history_every = self.faults.history_rate_limit_every
+        if (
+            len(conn.calls) >= self.rate_limit_per_minute
+            or (every and self._limited_calls % every == 0)
+            or (call == "ticks_history" and history_every and self._history_calls % history_every == 0)
+        ):
             raise APIError("RateLimit", f"You have reached the rate limit for {call}.")
         conn.calls.append(now)
+
+    def _refuse(self, symbol: str) -> None:
+        """Answer a subscription of `symbol` with its injected error, as often as the faults say."""
+        code = self.faults.refuse.get(symbol)
+        if code is None:
+            return
+        refused = self._refusals.get(symbol, 0)
+        if self.faults.refuse_count is None or refused < self.faults.refuse_count:
+            self._refusals[symbol] = refused + 1
+            raise APIError(code, REFUSAL_MESSAGES.get(code, "{symbol} is not available.").format(symbol=symbol))
 
     @staticmethod
     def _symbol(name: str) -> str:
@@ -169,7 +221,8 @@ class FakeDerivServer:
             raise APIError("InvalidStartEnd", f"Start time {start} must be before end time {request['end']}")
         count = request.get("count", HISTORY_DEFAULT_COUNT)
         count = count if 1 <= count <= HISTORY_MAX_COUNT else HISTORY_MAX_COUNT
-        epochs, quotes = self.ticks.between(symbol, start, end)
+        count = min(count, self.faults.history_page_max or count)
+        epochs, quotes = self.between(symbol, start, end)
         decimals = get_symbol(symbol).pip_decimals
         if request.get("style", "ticks") == "ticks":
             body = {"history": {"prices": quotes[-count:].tolist(), "times": epochs[-count:].tolist()}}
@@ -209,7 +262,10 @@ class FakeDerivServer:
             self._check_rate(conn, call)
             if call == "ticks":
                 names = request["ticks"] if isinstance(request["ticks"], list) else [request["ticks"]]
-                for name in [self._symbol(n) for n in names]:
+                names = [self._symbol(n) for n in names]
+                for name in names:
+                    self._refuse(name)
+                for name in names:
                     self._subscribe(conn, name, request)
                 return None
             if call == "ticks_history":
@@ -250,8 +306,11 @@ class FakeDerivServer:
     def _due_messages(self, conn: Connection, now: float) -> list[tuple[int, str]]:
         due = []
         for sub in list(conn.subscriptions.values()):
-            epochs, quotes = self.ticks.between(sub.symbol, sub.last_epoch + 1e-9, now)
+            epochs, quotes = self.between(sub.symbol, sub.last_epoch + 1e-9, now)
             sub.last_epoch = now
+            if self.faults.miss_prob:
+                sent = np.array([self._rng.random() >= self.faults.miss_prob for _ in range(len(epochs))], bool)
+                epochs, quotes = epochs[sent], quotes[sent]
             if not len(epochs):
                 continue
             spec = get_symbol(sub.symbol)
@@ -322,16 +381,32 @@ class FakeDerivServer:
                     continue
                 self.requests.append(request)
                 reply = self.handle(conn, request)
-                if reply is not None:
-                    if self.strict and "echo_req" in reply and call_of(reply["echo_req"]):
-                        self._record_violations(reply)
+                if reply is None:
+                    continue
+                if self.strict and "echo_req" in reply and call_of(reply["echo_req"]):
+                    self._record_violations(reply)
+                if self.faults.history_delay_s and reply.get("msg_type") in ("history", "candles"):
+                    # A slow reply must not hold up the connection's other requests.
+                    late = asyncio.create_task(self._send_later(ws, reply, self.faults.history_delay_s))
+                    conn.delayed.add(late)
+                    late.add_done_callback(conn.delayed.discard)
+                else:
                     await ws.send(json.dumps(reply))
         except ConnectionClosed:
             pass
         finally:
             self.connections.discard(conn)
-            if conn.sender is not None:
-                conn.sender.cancel()
+            for task in [conn.sender, *conn.delayed]:
+                if task is not None:
+                    task.cancel()
+
+    @staticmethod
+    async def _send_later(ws: ServerConnection, reply: dict, delay_s: float) -> None:
+        await asyncio.sleep(delay_s)
+        try:
+            await ws.send(json.dumps(reply))
+        except ConnectionClosed:
+            pass
 
     def drop_connections(self) -> int:
         """Abort every connection without a close frame, as a network failure would (code 1006)."""
@@ -438,9 +513,41 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat-prob", type=float, default=0.0, help="probability a streamed tick is sent twice")
     parser.add_argument("--reorder-prob", type=float, default=0.0, help="probability a streamed tick swaps with the next")
     parser.add_argument("--rate-limit-every", type=int, help="answer RateLimit to every Nth call")
+    parser.add_argument("--miss-prob", type=float, default=0.0, help="probability a streamed tick is never sent")
+    parser.add_argument("--skip-prob", type=float, default=0.0, help="probability the feed has no tick at an epoch")
+    parser.add_argument(
+        "--refuse",
+        action="append",
+        default=[],
+        metavar="SYMBOL=CODE",
+        help="answer subscriptions of SYMBOL with error CODE, e.g. R_100=MarketIsClosed (repeatable)",
+    )
+    parser.add_argument("--refuse-count", type=int, help="refuse only the first N subscriptions of each (default: all)")
+    parser.add_argument("--history-page-max", type=int, help="at most N ticks per history page, whatever count asks")
+    parser.add_argument("--history-delay", type=float, default=0.0, help="seconds each history reply is late")
+    parser.add_argument("--history-rate-limit-every", type=int, help="answer RateLimit to every Nth ticks_history")
     args = parser.parse_args(argv)
+    refuse = {}
+    for item in args.refuse:
+        symbol, sep, code = item.partition("=")
+        if not sep or not symbol or not code:
+            parser.error(f"--refuse takes SYMBOL=CODE, got {item!r}")
+        refuse[symbol] = code
     faults = Faults(
-        args.drop_every, args.stall_at, args.stall_for, args.repeat_prob, args.reorder_prob, args.rate_limit_every, args.seed
+        drop_every_s=args.drop_every,
+        stall_at_s=args.stall_at,
+        stall_for_s=args.stall_for,
+        repeat_prob=args.repeat_prob,
+        reorder_prob=args.reorder_prob,
+        rate_limit_every=args.rate_limit_every,
+        miss_prob=args.miss_prob,
+        skip_prob=args.skip_prob,
+        refuse=refuse,
+        refuse_count=args.refuse_count,
+        history_page_max=args.history_page_max,
+        history_delay_s=args.history_delay,
+        history_rate_limit_every=args.history_rate_limit_every,
+        seed=args.seed,
     )
     server = FakeDerivServer(
         seed=args.seed,
