@@ -36,7 +36,7 @@ from scalping_assets.market.deriv_client import DerivClient
 from scalping_assets.market.simulator import day_start_epoch
 from scalping_assets.market.store import TickStore
 from scalping_assets.market.symbols import simulated_symbols
-from scalping_assets.market.tick_source import SimulatedTicks
+from scalping_assets.testing.tick_source import SimulatedTicks
 
 START = day_start_epoch(__import__("datetime").date(2026, 2, 1))
 OFFERED_TICKS_PER_S = 60_000
@@ -59,7 +59,7 @@ class Server:
         args = ["--port", str(self.port), "--start", str(START), "--time-scale", str(time_scale), "--rate-limit", "100000"]
         args += faults
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scalping_assets.market.fake_deriv", *args], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-m", "scalping_assets.testing.fake_deriv", *args], stdout=subprocess.PIPE, text=True
         )
         self.proc.stdout.readline()  # the banner: listening
         self.url = f"ws://127.0.0.1:{self.port}"

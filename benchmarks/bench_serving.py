@@ -35,12 +35,12 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from scalping_assets.backtest.promotion import CHALLENGER, CHAMPION  # noqa: E402
+from scalping_assets.models.tracking import CHALLENGER, CHAMPION  # noqa: E402
 from scalping_assets.models.trees import predict_tree  # noqa: E402
+from scalping_assets.testing.bentoml_server import bentoml_server  # noqa: E402
 from scalping_assets_tests.serving_helpers import SYMBOL, ServedModels, train_served_models  # noqa: E402
 from serving.bundle import OnnxPredictor, write_manifest  # noqa: E402
 from serving.export import ExportReport, latency_us, quantise  # noqa: E402
-from serving.local import bentoml_server  # noqa: E402
 
 API_KEY = "bench"
 WARMUP = 50  # calls before timing
@@ -155,8 +155,7 @@ async def load(url: str, path: str, body: bytes, per_request: int, clients: int,
 
 def over_http(served: ServedModels, kind: str, args: argparse.Namespace, folder: Path) -> None:
     served.export(kind)
-    registry = served.tracker.client
-    registry.set_registered_model_alias(served.name, CHAMPION, served.candidates[kind].version)
+    served.tracker.set_alias(served.name, CHAMPION, served.candidates[kind].version)
     env = {
         "MLFLOW_TRACKING_URI": served.tracker.tracking_uri,
         "SCALPING_MODEL": served.name,

@@ -320,7 +320,7 @@ def rollback_champion(args: argparse.Namespace) -> int:
     from scalping_assets.definitions import build_resources
 
     tracker = build_resources(args.data_dir)["mlflow_store"].tracker()
-    restored, demoted = rollback(tracker.client, args.model)
+    restored, demoted = rollback(tracker, args.model)
     print(f"{args.model}: version {restored} is champion again; version {demoted} is now previous (rollback again to undo)")
     return 0
 

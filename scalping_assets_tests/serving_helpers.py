@@ -54,5 +54,5 @@ def train_served_models(root: Path, sequence_length: int = 50, training: dict | 
     served = ServedModels(root, tracker, dataset, ticks, candidates, {})
     for kind, alias in (("xgboost", CHAMPION), ("cnn", CHALLENGER)):
         served.export(kind)
-        tracker.client.set_registered_model_alias(served.name, alias, candidates[kind].version)
+        tracker.set_alias(served.name, alias, candidates[kind].version)
     return served

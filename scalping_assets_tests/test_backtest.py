@@ -16,7 +16,6 @@ from scalping_assets.backtest.promotion import (
     PREVIOUS,
     GateCandidate,
     GateCriteria,
-    alias_version,
     gate_failures,
     promote,
     rollback,
@@ -171,9 +170,9 @@ def test_the_gate_promotes_the_planted_signal_and_rollback_restores_the_previous
     assert report.stats["significant"] == 1.0, report.verdict
     assert report.verdict.startswith("The edge is significant")
     assert summary["win_rate"] > 0.65 and summary["p_value_vs_random"] < 0.05
-    decision = promote(tracker.client, first.registered_name, [GateCandidate("first", first.version, summary)], GateCriteria())
+    decision = promote(tracker, first.registered_name, [GateCandidate("first", first.version, summary)], GateCriteria())
     assert decision.promoted and decision.champion == first.version, decision.failures
-    assert alias_version(tracker.client, first.registered_name, CHAMPION) == first.version
+    assert tracker.alias_version(first.registered_name, CHAMPION) == first.version
     run = tracker.client.get_run(first.run_id)
     assert run.data.metrics["bt_win_rate"] == pytest.approx(summary["win_rate"])
     assert {a.path for a in tracker.client.list_artifacts(first.run_id, "backtest")} >= {
@@ -186,12 +185,12 @@ def test_the_gate_promotes_the_planted_signal_and_rollback_restores_the_previous
     second, report = _trained_backtest("SIG_AR1", tracker, tmp_path, seed=1)
     assert report.stats["trials"] == 2, "the deflated Sharpe counts every candidate run"
     decision = promote(
-        tracker.client, second.registered_name, [GateCandidate("second", second.version, report.summary())], GateCriteria()
+        tracker, second.registered_name, [GateCandidate("second", second.version, report.summary())], GateCriteria()
     )
     assert decision.promoted and decision.previous == first.version
-    assert rollback(tracker.client, first.registered_name) == (first.version, second.version)
-    assert alias_version(tracker.client, first.registered_name, CHAMPION) == first.version
-    assert alias_version(tracker.client, first.registered_name, PREVIOUS) == second.version
+    assert rollback(tracker, first.registered_name) == (first.version, second.version)
+    assert tracker.alias_version(first.registered_name, CHAMPION) == first.version
+    assert tracker.alias_version(first.registered_name, PREVIOUS) == second.version
 
 
 @pytest.mark.parametrize("symbol", ["R_100", "stpRNG"])
@@ -199,11 +198,11 @@ def test_the_gate_refuses_martingales_and_says_why(symbol, tracker, tmp_path):
     candidate, report = _trained_backtest(symbol, tracker, tmp_path)
     assert report.stats["significant"] == 0.0, report.verdict
     decision = promote(
-        tracker.client, candidate.registered_name, [GateCandidate(symbol, candidate.version, report.summary())], GateCriteria()
+        tracker, candidate.registered_name, [GateCandidate(symbol, candidate.version, report.summary())], GateCriteria()
     )
     assert not decision.promoted and decision.champion is None
     assert decision.failures[symbol], "a refusal names its reasons"
-    assert alias_version(tracker.client, candidate.registered_name, CHAMPION) is None
+    assert tracker.alias_version(candidate.registered_name, CHAMPION) is None
     version = tracker.client.get_model_version(candidate.registered_name, candidate.version)
     assert version.tags["gate"] == "; ".join(decision.failures[symbol])
 

@@ -17,10 +17,10 @@ import pytest
 from scalping_assets.assets.ticks import ticks
 from scalping_assets.definitions import build_resources
 from scalping_assets.market.collector import CollectorOptions, TickCollector
-from scalping_assets.market.fake_deriv import FakeDerivServer, Faults, ServerThread
 from scalping_assets.market.store import TickStore
-from scalping_assets.market.tick_source import SimulatedTicks
 from scalping_assets.partitions import tick_partition
+from scalping_assets.testing.fake_deriv import FakeDerivServer, Faults, ServerThread
+from scalping_assets.testing.tick_source import SimulatedTicks
 
 START = 1_767_312_000  # 2026-01-02 00:00 UTC
 SINCE = START - 1_800

@@ -9,8 +9,8 @@ from websockets.asyncio.client import connect
 
 from scalping_assets.market.deriv_client import DerivAPIError, DerivClient, RateLimiter, deriv_url
 from scalping_assets.market.deriv_schema import CALLS, SchemaViolation, response_violations, validate_request
-from scalping_assets.market.fake_deriv import FakeDerivServer, Faults, ServerThread
-from scalping_assets.market.tick_source import SimulatedTicks
+from scalping_assets.testing.fake_deriv import FakeDerivServer, Faults, ServerThread
+from scalping_assets.testing.tick_source import SimulatedTicks
 
 START = 1_767_312_000  # 2026-01-02 00:00 UTC: a day and a half of history behind it
 

@@ -3,17 +3,15 @@
 from datetime import date
 
 import dagster as dg
-import mlflow
 import numpy as np
 import pytest
 
 from scalping_assets.assets.backtest import champion
 from scalping_assets.assets.models import BASE_MODEL_ASSETS
-from scalping_assets.backtest.promotion import CHAMPION, alias_version
 from scalping_assets.definitions import build_resources, defs
 from scalping_assets.features.dataset import DatasetSpec, build_dataset, save_walk_forward, walk_forward_datasets
 from scalping_assets.market.simulator import simulator
-from scalping_assets.models.tracking import PARENT_TAG
+from scalping_assets.models.tracking import CHAMPION, PARENT_TAG
 from scalping_assets.schedules import champion_promoted_sensor
 from serving.bundle import OnnxPredictor
 
@@ -63,7 +61,7 @@ def test_every_model_family_trains_logs_and_registers(run):
         assert child.data.tags["git_commit"]
     versions = tracker.client.search_model_versions("name = 'scalping-SIG_AR1-h10'")
     assert len(versions) == 9
-    loaded = mlflow.pyfunc.load_model(f"models:/scalping-SIG_AR1-h10/{versions[0].version}")
+    loaded = tracker.load_model("pyfunc", f"models:/scalping-SIG_AR1-h10/{versions[0].version}")
     assert loaded.metadata.signature is not None
 
 
@@ -101,7 +99,7 @@ def test_every_candidate_is_backtested_and_the_gate_decides(run):
     assert name == "scalping-SIG_AR1-h10"
     verdicts = {r.data["candidate"]: r.data["passed"] for r in gate["gate"].value.records}
     assert set(verdicts) == {c["name"] for c in candidates}
-    champion = alias_version(tracker.client, name, CHAMPION)
+    champion = tracker.alias_version(name, CHAMPION)
     if any(verdicts.values()):
         assert gate["promoted"].value and champion == gate["champion_version"].value
     else:
@@ -135,7 +133,7 @@ def test_the_champion_is_exported_to_onnx_with_parity_checks(run):
     metadata = exported.asset_materializations_for_node("onnx_model")[0].metadata
     tracker = resources["mlflow_store"].tracker()
     name = metadata["registered_model"].value
-    assert metadata["champion_version"].value == alias_version(tracker.client, name, CHAMPION)
+    assert metadata["champion_version"].value == tracker.alias_version(name, CHAMPION)
     run_id = tracker.client.get_model_version(name, metadata["champion_version"].value).run_id
     assert "onnx/manifest.json" in {a.path for a in tracker.client.list_artifacts(run_id, "onnx")}
     predictor = OnnxPredictor(metadata["bundle"].value)

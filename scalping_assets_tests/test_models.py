@@ -77,10 +77,10 @@ def test_models_come_back_from_mlflow_predicting_exactly_the_same(planted, track
     windows = dataset.windows("test")
     for candidate in candidates:
         if candidate.model.net is not None:
-            loaded = mlflow.pytorch.load_model(candidate.model_uri)
+            loaded = tracker.load_model("pytorch", candidate.model_uri)
             again = predict_proba(loaded, windows)
         else:
-            loaded = mlflow.xgboost.load_model(candidate.model_uri)
+            loaded = tracker.load_model("xgboost", candidate.model_uri)
             again = predict_tree(loaded, windows.x[windows.ends], dataset.feature_names)
         assert np.array_equal(again, candidate.test_proba), candidate.name
         version = tracker.client.get_model_version(candidate.registered_name, candidate.version)
@@ -176,13 +176,24 @@ def test_the_ensemble_walks_forward_with_its_bases_refitted_per_fold():
     assert all(f.accuracy > f.majority_accuracy for f in result.folds), result.records()
 
 
-def test_a_tracker_leaves_the_users_mlflow_setting_alone(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    Tracker(f"sqlite:///{tmp_path}/first.db", artifact_root=str(tmp_path / "artifacts"))
-    assert "MLFLOW_TRACKING_URI" not in os.environ, "the resources would send later runs to the first store"
-    resources = build_resources(str(tmp_path / "data"))
-    assert resources["mlflow_store"].tracking_uri.endswith(f"{tmp_path}/data/mlflow.db")
+def test_two_trackers_in_one_process_keep_to_their_own_stores_and_leave_mlflows_globals_alone(planted, tmp_path, monkeypatch):
+    dataset, _ = planted
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
-    Tracker(f"sqlite:///{tmp_path}/second.db", artifact_root=str(tmp_path / "artifacts"))
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    first = Tracker(f"sqlite:///{tmp_path}/first.db", artifact_root=str(tmp_path / "first"))
+    second = Tracker(f"sqlite:///{tmp_path}/second.db", artifact_root=str(tmp_path / "second"))
+    config = profile_config("demo", "xgboost", n_estimators=5)
+    a = train_candidate(dataset, config, first)
+    b = train_candidate(dataset, config, second)  # interleaved with a use of the first
+    assert first.load_model("xgboost", f"models:/{a.registered_name}/{a.version}") is not None
+    assert second.load_model("xgboost", b.model_uri) is not None
+    # Each store holds its own run and version, none of the other's.
+    assert [r.info.run_id for r in first.search_runs("tags.model_type = 'xgboost'")] == [a.run_id]
+    assert [r.info.run_id for r in second.search_runs("tags.model_type = 'xgboost'")] == [b.run_id]
+    assert first.version_run_id(a.registered_name, a.version) == a.run_id
+    assert second.version_run_id(b.registered_name, b.version) == b.run_id
+    # The user's setting and the process's fluent URIs are as they were.
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://mlflow.example:5000"
-    assert mlflow.get_tracking_uri() == f"sqlite:///{tmp_path}/second.db"
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before and mlflow.active_run() is None
+    resources = build_resources(str(tmp_path / "data"))
+    assert resources["mlflow_store"].tracking_uri == "http://mlflow.example:5000"

@@ -12,8 +12,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from scalping_assets.backtest.promotion import CHAMPION, PREVIOUS, rollback
+from scalping_assets.testing.bentoml_server import bentoml_server
 from serving.bundle import OnnxPredictor
-from serving.local import bentoml_server
 from serving.predlog import features_digest, read_log
 from serving.service import bucket
 
@@ -255,7 +255,7 @@ def test_fuzzing_the_openapi_spec_never_gets_a_5xx(server):
 
 def test_champion_switch_reload_and_rollback(served_models, server, client):
     url, _ = server
-    name, registry = served_models.name, served_models.tracker.client
+    name, tracker = served_models.name, served_models.tracker
     xgboost, ensemble = served_models.candidates["xgboost"].version, served_models.candidates["ensemble"].version
     served_models.export("ensemble")
     window = _feature_window(served_models)
@@ -268,13 +268,13 @@ def test_champion_switch_reload_and_rollback(served_models, server, client):
         assert len(versions) == 1, f"workers disagree: {versions}"
         return versions.pop()
 
-    registry.set_registered_model_alias(name, PREVIOUS, xgboost)
-    registry.set_registered_model_alias(name, CHAMPION, ensemble)
+    tracker.set_alias(name, PREVIOUS, xgboost)
+    tracker.set_alias(name, CHAMPION, ensemble)
     assert served() == xgboost  # nothing changes before a reload
     reloaded = client.post("/reload", json={}).json()
     assert reloaded["changed"] and reloaded["served"]["champion"] == ensemble
     assert served() == ensemble
-    assert rollback(registry, name) == (xgboost, ensemble)
+    assert rollback(tracker, name) == (xgboost, ensemble)
     assert client.post("/reload", json={}).json()["served"]["champion"] == xgboost
     assert served() == xgboost
 
@@ -296,10 +296,9 @@ def test_without_a_key_and_without_a_champion_until_one_is_registered(served_mod
         response = httpx.post(f"{url}/predict/features", json={"symbol": SYMBOL, "features": window})
         assert response.status_code == 503
         assert "has no champion" in httpx.post(f"{url}/info", json={}).json()["problems"]["champion"]
-        registry, candidate = served_models.tracker.client, served_models.candidates["xgboost"]
-        served_models.tracker.activate()  # other test modules' trackers may hold the process's MLflow URIs
-        version = served_models.tracker.register(candidate.model_uri, name, {})  # its run holds the bundle
-        registry.set_registered_model_alias(name, CHAMPION, version)
+        tracker, candidate = served_models.tracker, served_models.candidates["xgboost"]
+        version = tracker.register(candidate.model_uri, name, {})  # its run holds the bundle
+        tracker.set_alias(name, CHAMPION, version)
         assert httpx.post(f"{url}/reload", json={}).json()["served"] == {"champion": version}
         assert httpx.get(f"{url}/readyz").status_code == 200
         response = httpx.post(f"{url}/predict/features", json={"symbol": SYMBOL, "features": window})

@@ -18,11 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import onnx
 import torch
-from mlflow import MlflowClient
 from onnxmltools.convert import convert_xgboost
 from onnxmltools.convert.common.data_types import FloatTensorType
 from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -84,11 +82,11 @@ class Reference:
         return model.SerializeToString(), "features"
 
 
-def _load_reference(name: str, kind: str, model_uri: str) -> Reference:
+def _load_reference(tracker: Tracker, name: str, kind: str, model_uri: str) -> Reference:
     if kind in SEQUENCE_KINDS:
-        return Reference(name, net=mlflow.pytorch.load_model(model_uri, map_location="cpu").eval())
+        return Reference(name, net=tracker.load_model("pytorch", model_uri, map_location="cpu").eval())
     if kind == "xgboost":
-        return Reference(name, booster=mlflow.xgboost.load_model(model_uri))
+        return Reference(name, booster=tracker.load_model("xgboost", model_uri))
     raise ExportError(f"no ONNX export for model type {kind!r}")
 
 
@@ -115,18 +113,18 @@ class ExportReport:
         }
 
 
-def _version_parts(client: MlflowClient, name: str, version: str) -> tuple[str, list[tuple[str, str, str]], object | None]:
+def _version_parts(tracker: Tracker, name: str, version: str) -> tuple[str, list[tuple[str, str, str]], object | None]:
     """(model type, [(part name, kind, model uri)], the ensemble's meta-learner or None)."""
-    run = client.get_run(client.get_model_version(name, version).run_id)
-    kind = run.data.tags.get("model_type")
+    run_id = tracker.version_run_id(name, version)
+    kind = tracker.run_tags(run_id).get("model_type")
     uri = f"models:/{name}/{version}"
     if kind != "ensemble":
         return kind, [(kind, kind, uri)], None
     try:
-        bases = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{BASES_ARTIFACT}")["bases"]
-    except Exception as exc:  # an ensemble logged before its bases were recorded
+        bases = tracker.load_dict(run_id, BASES_ARTIFACT)["bases"]
+    except FileNotFoundError as exc:  # an ensemble logged before its bases were recorded
         raise ExportError(f"{name} v{version} is an ensemble without {BASES_ARTIFACT}: retrain it to export") from exc
-    return kind, [(b["kind"], b["kind"], b["model_uri"]) for b in bases], mlflow.sklearn.load_model(uri)
+    return kind, [(b["kind"], b["kind"], b["model_uri"]) for b in bases], tracker.load_model("sklearn", uri)
 
 
 def quantise(folder: Path, parts: list[Part]) -> bool:
@@ -175,22 +173,19 @@ def export_version(
     """Write the bundle of `name` v`version` to `folder`, measure parity and latency on the test span,
     and log the bundle to the version's run under `onnx/` (tagging the version with the outcome) if its
     FP32 graph is within FP32_TOLERANCE of the trained model."""
-    tracker.activate()  # the models:/ URIs below resolve through the fluent API
-    client = tracker.client
     folder = Path(folder)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    model_version = client.get_model_version(name, version)
-    run = client.get_run(model_version.run_id)
-    fingerprint = run.data.tags.get("dataset_fingerprint")
+    run_id = tracker.version_run_id(name, version)
+    fingerprint = tracker.run_tags(run_id).get("dataset_fingerprint")
     if fingerprint != dataset.meta.fingerprint:
         raise ExportError(
             f"{name} v{version} was trained on dataset {fingerprint}, not on the given one ({dataset.meta.fingerprint}): "
             "parity must be measured on the model's own test span"
         )
-    kind, specs, meta_learner = _version_parts(client, name, version)
+    kind, specs, meta_learner = _version_parts(tracker, name, version)
     n_features, window = len(dataset.feature_names), dataset.meta.spec.sequence_length
-    references = [_load_reference(part, part_kind, uri) for part, part_kind, uri in specs]
+    references = [_load_reference(tracker, part, part_kind, uri) for part, part_kind, uri in specs]
     parts = []
     for i, reference in enumerate(references):
         graph, input_kind = reference.to_onnx(n_features, window)
@@ -207,7 +202,7 @@ def export_version(
     manifest = Manifest(
         registered_model=name,
         version=str(version),
-        run_id=run.info.run_id,
+        run_id=run_id,
         kind=kind,
         symbols=dataset.meta.spec.symbols,
         feature_names=dataset.feature_names,
@@ -245,12 +240,8 @@ def export_version(
     manifest.export = report.summary()
     write_manifest(folder, manifest)
     if logged:
-        _log_bundle(client, run.info.run_id, folder)
+        # A re-export may leave an earlier INT8 file in the run: harmless, the manifest names what is served.
+        tracker.reopen(run_id).folder(folder, ARTIFACT_PATH)
         for key, value in {"onnx_precision": manifest.precision, "onnx_fp32_max_abs_diff": f"{fp32_diff:.3g}"}.items():
-            client.set_model_version_tag(name, str(version), key, value)
+            tracker.set_version_tag(name, version, key, value)
     return report
-
-
-def _log_bundle(client: MlflowClient, run_id: str, folder: Path) -> None:
-    # A re-export may leave an earlier INT8 file in the run: harmless, the manifest names what is served.
-    client.log_artifacts(run_id, str(folder), ARTIFACT_PATH)

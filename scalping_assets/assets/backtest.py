@@ -165,7 +165,7 @@ def champion(context: dg.AssetExecutionContext, config: GateConfig, mlflow_store
     name = registered.pop()
     criteria = GateCriteria(**config.model_dump())
     candidates = [GateCandidate(r["name"], r["version"], r["summary"]) for r in rows]
-    decision = promote(tracker.client, name, candidates, criteria)
+    decision = promote(tracker, name, candidates, criteria)
     context.log.info(decision.message)
     for candidate, reasons in decision.failures.items():
         context.log.info(f"{candidate}: {'passed' if not reasons else 'failed: ' + '; '.join(reasons)}")

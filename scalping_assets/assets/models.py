@@ -3,7 +3,6 @@ comparison of all candidates on the same test rows."""
 
 import dagster as dg
 import matplotlib.pyplot as plt
-import mlflow
 import numpy as np
 from pydantic import Field
 
@@ -169,11 +168,11 @@ class EnsembleConfig(dg.Config):
     walk_forward: bool = Field(default=False, description="also refit bases and stack on the dataset's walk-forward folds")
 
 
-def _load_base(summary: dict) -> TrainedModel:
-    config = TrainConfig(**summary["config"])
+def _load_base(tracker, summary: dict) -> TrainedModel:
+    config, uri = TrainConfig(**summary["config"]), summary["model_uri"]
     if config.kind in SEQUENCE_KINDS:
-        return TrainedModel(config, net=mlflow.pytorch.load_model(summary["model_uri"]), model_uri=summary["model_uri"])
-    return TrainedModel(config, booster=mlflow.xgboost.load_model(summary["model_uri"]), model_uri=summary["model_uri"])
+        return TrainedModel(config, net=tracker.load_model("pytorch", uri), model_uri=uri)
+    return TrainedModel(config, booster=tracker.load_model("xgboost", uri), model_uri=uri)
 
 
 @dg.asset(
@@ -192,7 +191,7 @@ def ensemble_model(
         metadata = latest_metadata(context, asset.key)
         if metadata is None:
             raise dg.Failure(f"{asset.key.to_user_string()} is not materialized: the ensemble needs every base model")
-        bases.append(_load_base(metadata["candidates"].value[0]))
+        bases.append(_load_base(tracker, metadata["candidates"].value[0]))
     parent = tracker.parent_run_id(context.run.run_id, f"dagster {context.run.run_id[:8]}")
     candidate = train_ensemble(
         dataset,

@@ -5,8 +5,8 @@ from pydantic import Field
 
 from scalping_assets.assets.backtest import champion
 from scalping_assets.assets.materializations import latest_metadata
-from scalping_assets.backtest.promotion import CHALLENGER, CHAMPION, alias_version
 from scalping_assets.features.dataset import Dataset
+from scalping_assets.models.tracking import CHALLENGER, CHAMPION
 from scalping_assets.resources import FolderResource, MLflowResource
 from serving.export import FP32_TOLERANCE, ExportError, ExportReport, export_version
 
@@ -55,7 +55,7 @@ def onnx_model(
         name = gate["registered_model"].value
     dataset = Dataset.load(dataset_store.folder(config.dataset))
     aliases = [CHAMPION, CHALLENGER] if config.challenger else [CHAMPION]
-    versions = {alias: alias_version(tracker.client, name, alias) for alias in aliases}
+    versions = {alias: tracker.alias_version(name, alias) for alias in aliases}
     if versions[CHAMPION] is None:
         raise dg.Failure(f"{name} has no champion: no candidate has passed the gate yet, nothing to serve")
     reports: dict[str, ExportReport] = {}

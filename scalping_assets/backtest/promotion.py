@@ -10,11 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from mlflow import MlflowClient
-from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, Field
 
-CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+from ..models.tracking import CHALLENGER, CHAMPION, PREVIOUS, Tracker
 
 
 class GateCriteria(BaseModel):
@@ -70,25 +68,18 @@ class GateDecision:
         return f"no candidate passed the gate: {kept}"
 
 
-def alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
-    try:
-        return str(client.get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
-
-
 def _rank(candidate: GateCandidate) -> tuple[float, float]:
     return candidate.summary["deflated_sharpe"], candidate.summary["expectancy"]
 
 
-def promote(client: MlflowClient, registered_model: str, candidates: list[GateCandidate], criteria: GateCriteria) -> GateDecision:
+def promote(tracker: Tracker, registered_model: str, candidates: list[GateCandidate], criteria: GateCriteria) -> GateDecision:
     """Apply the gate to every candidate, move the aliases, and tag each version with its verdict."""
     failures = {c.name: gate_failures(c.summary, criteria) for c in candidates}
     for c in candidates:
-        client.set_model_version_tag(registered_model, c.version, "gate", "; ".join(failures[c.name]) or "passed")
+        tracker.set_version_tag(registered_model, c.version, "gate", "; ".join(failures[c.name]) or "passed")
     passing = sorted((c for c in candidates if not failures[c.name]), key=_rank, reverse=True)
-    current = alias_version(client, registered_model, CHAMPION)
-    previous = alias_version(client, registered_model, PREVIOUS)
+    current = tracker.alias_version(registered_model, CHAMPION)
+    previous = tracker.alias_version(registered_model, PREVIOUS)
     challenger = None
     if not passing:
         return GateDecision(registered_model, current, False, previous, challenger, failures)
@@ -96,22 +87,22 @@ def promote(client: MlflowClient, registered_model: str, candidates: list[GateCa
     promoted = best.version != current
     if promoted:
         if current is not None:
-            client.set_registered_model_alias(registered_model, PREVIOUS, current)
+            tracker.set_alias(registered_model, PREVIOUS, current)
             previous = current
-        client.set_registered_model_alias(registered_model, CHAMPION, best.version)
+        tracker.set_alias(registered_model, CHAMPION, best.version)
     runner_up = next((c for c in passing[1:] if c.version != best.version), None)
     if runner_up is not None:
-        client.set_registered_model_alias(registered_model, CHALLENGER, runner_up.version)
+        tracker.set_alias(registered_model, CHALLENGER, runner_up.version)
         challenger = runner_up.version
     return GateDecision(registered_model, best.version, promoted, previous, challenger, failures)
 
 
-def rollback(client: MlflowClient, registered_model: str) -> tuple[str, str]:
+def rollback(tracker: Tracker, registered_model: str) -> tuple[str, str]:
     """Swap `champion` and `previous` (so a rollback can itself be undone): returns (restored, demoted)."""
-    current = alias_version(client, registered_model, CHAMPION)
-    previous = alias_version(client, registered_model, PREVIOUS)
+    current = tracker.alias_version(registered_model, CHAMPION)
+    previous = tracker.alias_version(registered_model, PREVIOUS)
     if current is None or previous is None:
         raise ValueError(f"{registered_model} has no {'champion' if current is None else 'previous'} version to roll back")
-    client.set_registered_model_alias(registered_model, CHAMPION, previous)
-    client.set_registered_model_alias(registered_model, PREVIOUS, current)
+    tracker.set_alias(registered_model, CHAMPION, previous)
+    tracker.set_alias(registered_model, PREVIOUS, current)
     return previous, current

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 
 from ..models.pipeline import PREDICTIONS_ARTIFACT
-from ..models.tracking import Tracker
+from ..models.tracking import Tracker, finite_metrics
 from .report import BacktestReport
 
 SHARPE_METRIC = "bt_sharpe_per_trade"
@@ -18,7 +16,7 @@ SHARPE_METRIC = "bt_sharpe_per_trade"
 def candidate_runs(tracker: Tracker) -> list:
     """Every trained candidate in the experiment (walk-forward evaluations and parents excluded):
     the trials the deflated Sharpe ratio counts."""
-    runs = tracker.client.search_runs([tracker.experiment_id], "tags.model_type != ''", max_results=50_000)
+    runs = tracker.search_runs("tags.model_type != ''")
     return [r for r in runs if r.data.tags.get("walk_forward") != "true"]
 
 
@@ -28,12 +26,9 @@ def trial_sharpes(runs: list) -> list[float]:
 
 def load_predictions(tracker: Tracker, run_id: str) -> pd.DataFrame:
     try:
-        path = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=PREDICTIONS_ARTIFACT, tracking_uri=tracker.tracking_uri
-        )
-    except Exception as exc:  # MLflow raises several types for a missing artifact
+        return pd.read_parquet(tracker.download(run_id, PREDICTIONS_ARTIFACT))
+    except FileNotFoundError as exc:
         raise FileNotFoundError(f"run {run_id} has no {PREDICTIONS_ARTIFACT}: retrain it with this version") from exc
-    return pd.read_parquet(path)
 
 
 def log_report(tracker: Tracker, run_id: str, report: BacktestReport, folder: Path) -> Path:
@@ -42,13 +37,12 @@ def log_report(tracker: Tracker, run_id: str, report: BacktestReport, folder: Pa
     folder.mkdir(parents=True, exist_ok=True)
     html_path = folder / f"{report.name}.html"
     html_path.write_text(report.html())
-    numbers = {f"bt_{k}": float(v) for k, v in report.summary().items() if isinstance(v, int | float) and math.isfinite(v)}
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metrics(numbers)
-        mlflow.log_dict(report.config.model_dump(), "backtest/execution.json")
-        mlflow.set_tag("backtest_verdict", report.verdict)
-        for name, png in report.plots.items():
-            Tracker.log_bytes(png, f"backtest/{name}.png")
-        Tracker.log_bytes(report.html().encode(), "backtest/report.html")
-        Tracker.log_bytes(report.trades.to_parquet(index=False), "backtest/trades.parquet")
+    run = tracker.reopen(run_id)
+    run.metrics(finite_metrics(report.summary(), prefix="bt_"))
+    run.dict(report.config.model_dump(), "backtest/execution.json")
+    run.tag("backtest_verdict", report.verdict)
+    for name, png in report.plots.items():
+        run.bytes(png, f"backtest/{name}.png")
+    run.bytes(report.html().encode(), "backtest/report.html")
+    run.bytes(report.trades.to_parquet(index=False), "backtest/trades.parquet")
     return html_path

@@ -23,7 +23,6 @@ import warnings
 from collections import deque
 
 import numpy as np
-from arch import arch_model
 from pydantic import BaseModel
 from scipy.signal import lfilter
 
@@ -69,6 +68,8 @@ def fit_garch(returns_bp: np.ndarray, max_obs: int = DEFAULT_MAX_FIT_OBS) -> Gar
         return GarchParams(
             mu=float(np.mean(r)), omega=0.0, alpha=0.0, beta=0.0, nobs=len(r), converged=False, note="constant returns"
         )
+    from arch import arch_model  # only the fit needs arch: the service filters forward without it
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = arch_model(r / scale, mean="Constant", vol="GARCH", p=1, q=1, dist="normal", rescale=False).fit(

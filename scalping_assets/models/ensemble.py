@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import mlflow
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
@@ -121,22 +120,22 @@ def train_ensemble(
     registered = registered_model_name(spec.symbols, spec.labels.horizon)
     tags = {"model_type": "ensemble", "dataset_fingerprint": dataset.meta.fingerprint}
     with tracker.run("ensemble", parent=parent_run_id, tags=tags) as run:
-        mlflow.log_params({"folds": folds, "bases": ",".join(c.kind for c in configs), "meta_learner": "LogisticRegression(C=1)"})
-        mlflow.log_dict({c.kind: c.model_dump() for c in configs}, "base_configs.json")
+        run.params({"folds": folds, "bases": ",".join(c.kind for c in configs), "meta_learner": "LogisticRegression(C=1)"})
+        run.dict({c.kind: c.model_dump() for c in configs}, "base_configs.json")
         # What serving needs to rebuild the stack: the logged base models the meta-learner reads.
-        mlflow.log_dict({"bases": [{"kind": b.config.kind, "model_uri": b.model_uri} for b in bases]}, BASES_ARTIFACT)
+        run.dict({"bases": [{"kind": b.config.kind, "model_uri": b.model_uri} for b in bases]}, BASES_ARTIFACT)
         stack = fit_stack(dataset, configs, folds, on_fold=on_fold)
-        mlflow.log_metric("oof_rows", len(stack.oof_rows))
+        run.metrics({"oof_rows": len(stack.oof_rows)})
         predictions = [base.predict(dataset, "test") for base in bases]
         labels = predictions[0][1]
         proba = stack.predict([p for p, _ in predictions])
-        metrics, edge = evaluate_and_log(dataset, "ensemble", proba, labels)
+        metrics, edge = evaluate_and_log(dataset, run, "ensemble", proba, labels)
         example = np.hstack([p[:4] for p, _ in predictions])
-        info = mlflow.sklearn.log_model(stack.meta, name="meta_learner", input_example=example)
-        version = tracker.register(info.model_uri, registered, tags)
+        model_uri = run.model("sklearn", stack.meta, "meta_learner", example)
+        version = tracker.register(model_uri, registered, tags)
     config = {"folds": folds, "bases": [c.model_dump() for c in configs]}
     return Candidate(
-        "ensemble", "ensemble", config, stack, metrics, edge, run.info.run_id, info.model_uri, registered, version, proba, labels
+        "ensemble", "ensemble", config, stack, metrics, edge, run.run_id, model_uri, registered, version, proba, labels
     )
 
 

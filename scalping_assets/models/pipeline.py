@@ -9,18 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import mlflow
 import numpy as np
 import pandas as pd
 import torch
 import xgboost as xgb
-from mlflow.models import infer_signature
 
 from ..features.dataset import Dataset
 from ..features.labels import PROBABILITY_COLUMNS
 from .config import SEQUENCE_KINDS, TrainConfig
 from .metrics import calibration_png, classification_metrics, confusion_png, edge_test, importance_png, learning_curves_png
-from .tracking import Tracker, registered_model_name
+from .tracking import RunLog, Tracker, registered_model_name
 from .train import EpochLog, predict_proba, train_torch
 from .trees import importance, predict_tree, train_xgboost
 
@@ -77,23 +75,17 @@ def majority_class(dataset: Dataset) -> int:
     return int(np.bincount(labels, minlength=3).argmax())
 
 
-def _log_model(model: TrainedModel, dataset: Dataset, name: str) -> str:
+def _log_model(model: TrainedModel, dataset: Dataset, run: RunLog, name: str) -> str:
     windows = dataset.windows("test")
     example_rows = windows.ends[:4]
     if model.net is not None:
         example, _ = windows[example_rows]
         with torch.no_grad():
             output = torch.softmax(model.net(torch.from_numpy(example)), dim=1).numpy()
-        info = mlflow.pytorch.log_model(
-            model.net, name=name, input_example=example, signature=infer_signature(example, output), serialization_format="pickle"
-        )
-    else:
-        example = pd.DataFrame(windows.x[example_rows], columns=dataset.feature_names)
-        output = predict_tree(model.booster, example.to_numpy(), dataset.feature_names)
-        info = mlflow.xgboost.log_model(
-            model.booster, name=name, input_example=example, signature=infer_signature(example, output)
-        )
-    return info.model_uri
+        return run.model("pytorch", model.net, name, example, output, serialization_format="pickle")
+    example = pd.DataFrame(windows.x[example_rows], columns=dataset.feature_names)
+    output = predict_tree(model.booster, example.to_numpy(), dataset.feature_names)
+    return run.model("xgboost", model.booster, name, example, output)
 
 
 def train_candidate(
@@ -109,14 +101,12 @@ def train_candidate(
     registered = registered_model_name(spec.symbols, spec.labels.horizon)
     tags = {"model_type": config.kind, "dataset_fingerprint": dataset.meta.fingerprint}
     with tracker.run(name, parent=parent_run_id, tags=tags) as run:
-        mlflow.log_params(config.model_dump() | {"symbols": ",".join(spec.symbols), "horizon": spec.labels.horizon})
-        mlflow.log_params(
-            {"target": spec.target, "sequence_length": spec.sequence_length, "n_features": len(dataset.feature_names)}
-        )
-        mlflow.log_dict(dataset.meta.model_dump(mode="json"), "dataset_meta.json")
+        run.params(config.model_dump() | {"symbols": ",".join(spec.symbols), "horizon": spec.labels.horizon})
+        run.params({"target": spec.target, "sequence_length": spec.sequence_length, "n_features": len(dataset.feature_names)})
+        run.dict(dataset.meta.model_dump(mode="json"), "dataset_meta.json")
 
         def log_epoch(log: EpochLog) -> None:
-            mlflow.log_metrics(
+            run.metrics(
                 {
                     "train_loss": log.train_loss,
                     "val_loss": log.val_loss,
@@ -131,16 +121,16 @@ def train_candidate(
         model = fit(dataset, config, log_epoch)
         if model.booster is not None:
             for step, (train_loss, val_loss) in enumerate(zip(model.curves["train"], model.curves["validation"], strict=True)):
-                mlflow.log_metrics({"train_loss": train_loss, "val_loss": val_loss}, step=step + 1)
+                run.metrics({"train_loss": train_loss, "val_loss": val_loss}, step=step + 1)
             gains = importance(model.booster, dataset.feature_names)
-            mlflow.log_dict(gains, "feature_importance.json")
-            Tracker.log_bytes(importance_png(gains, f"{name}: feature importance"), "plots/feature_importance.png")
+            run.dict(gains, "feature_importance.json")
+            run.bytes(importance_png(gains, f"{name}: feature importance"), "plots/feature_importance.png")
         proba, labels = model.predict(dataset, "test")
         xlabel = "epoch" if model.net is not None else "boosting round"
-        Tracker.log_bytes(learning_curves_png(model.curves, f"{name}: learning curves", xlabel), "plots/learning_curves.png")
-        mlflow.log_metric("best_step", model.best_step)
-        metrics, edge = evaluate_and_log(dataset, name, proba, labels)
-        model_uri = _log_model(model, dataset, "model")
+        run.bytes(learning_curves_png(model.curves, f"{name}: learning curves", xlabel), "plots/learning_curves.png")
+        run.metrics({"best_step": model.best_step})
+        metrics, edge = evaluate_and_log(dataset, run, name, proba, labels)
+        model_uri = _log_model(model, dataset, run, "model")
         model.model_uri = model_uri
         version = tracker.register(model_uri, registered, tags)
     return Candidate(
@@ -150,7 +140,7 @@ def train_candidate(
         model,
         metrics,
         edge,
-        run.info.run_id,
+        run.run_id,
         model_uri,
         registered,
         version,
@@ -171,12 +161,12 @@ def prediction_frame(dataset: Dataset, proba: np.ndarray) -> pd.DataFrame:
     return frame
 
 
-def evaluate_and_log(dataset: Dataset, name: str, proba: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
-    """Test metrics, the edge test, the test plots and the test predictions, logged to the active run."""
-    Tracker.log_bytes(prediction_frame(dataset, proba).to_parquet(index=False), PREDICTIONS_ARTIFACT)
+def evaluate_and_log(dataset: Dataset, run: RunLog, name: str, proba: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
+    """Test metrics, the edge test, the test plots and the test predictions, logged to `run`."""
+    run.bytes(prediction_frame(dataset, proba).to_parquet(index=False), PREDICTIONS_ARTIFACT)
     metrics = classification_metrics(labels, proba)
     edge = edge_test(labels, proba.argmax(axis=1), majority_class(dataset), dataset.meta.spec.target_lookahead)
-    mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()} | {f"test_edge_{k}": v for k, v in edge.items()})
-    Tracker.log_bytes(confusion_png(labels, proba, f"{name}: test confusion"), "plots/confusion.png")
-    Tracker.log_bytes(calibration_png(labels, proba, f"{name}: test reliability"), "plots/calibration.png")
+    run.metrics({f"test_{k}": v for k, v in metrics.items()} | {f"test_edge_{k}": v for k, v in edge.items()})
+    run.bytes(confusion_png(labels, proba, f"{name}: test confusion"), "plots/confusion.png")
+    run.bytes(calibration_png(labels, proba, f"{name}: test reliability"), "plots/calibration.png")
     return metrics, edge

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import matplotlib.pyplot as plt
-import mlflow
 import numpy as np
 from scipy.stats import combine_pvalues
 
@@ -118,10 +117,10 @@ def log_walk_forward(
 ) -> str:
     """One MLflow run per walk-forward: per-fold metrics as steps, the aggregate, the fold chart."""
     with tracker.run(f"{name}-walk-forward", parent=parent_run_id, tags=tags | {"walk_forward": "true"}) as run:
-        mlflow.log_param("folds", len(result.folds))
+        run.params({"folds": len(result.folds)})
         for f in result.folds:
-            mlflow.log_metrics({f"wf_{k}": getattr(f, k) for k in (*FOLD_METRICS, "majority_accuracy", "p_value")}, step=f.fold)
-        mlflow.log_metrics({f"wf_{k}": v for k, v in result.aggregate().items()})
-        mlflow.log_dict({"folds": result.records(), "aggregate": result.aggregate()}, "walk_forward.json")
-        Tracker.log_bytes(walk_forward_png(result, f"{name}: walk-forward"), "plots/walk_forward.png")
-    return run.info.run_id
+            run.metrics({f"wf_{k}": getattr(f, k) for k in (*FOLD_METRICS, "majority_accuracy", "p_value")}, step=f.fold)
+        run.metrics({f"wf_{k}": v for k, v in result.aggregate().items()})
+        run.dict({"folds": result.records(), "aggregate": result.aggregate()}, "walk_forward.json")
+        run.bytes(walk_forward_png(result, f"{name}: walk-forward"), "plots/walk_forward.png")
+    return run.run_id

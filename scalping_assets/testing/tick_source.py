@@ -8,9 +8,9 @@ from datetime import date, timedelta
 
 import numpy as np
 
-from .simulator import DEFAULT_ORIGIN, SimulatedDay, day_start_epoch, simulator
-from .store import epoch_day
-from .symbols import get_symbol
+from ..market.simulator import DEFAULT_ORIGIN, SimulatedDay, day_start_epoch, simulator
+from ..market.store import epoch_day
+from ..market.symbols import get_symbol
 
 _CACHED_DAYS = 64
 

@@ -1,6 +1,6 @@
 """A local server that speaks the Deriv API v3 over WebSocket, with ticks from the simulator.
 
-    python -m scalping_assets.market.fake_deriv --port 8765 --seed 7 --time-scale 60
+    python -m scalping_assets.testing.fake_deriv --port 8765 --seed 7 --time-scale 60
 
 It answers `ticks` (live streams), `ticks_history` (ticks and candles), `forget`, `forget_all`,
 `ping`, `time` and `active_symbols` with `echo_req`, `req_id` and `subscription` as the official
@@ -26,10 +26,10 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from .deriv_schema import SchemaViolation, call_of, response_violations, validate_request
-from .simulator import DEFAULT_ORIGIN
-from .store import parse_epoch
-from .symbols import UnknownSymbolError, catalog, get_symbol
+from ..market.deriv_schema import SchemaViolation, call_of, response_violations, validate_request
+from ..market.simulator import DEFAULT_ORIGIN
+from ..market.store import parse_epoch
+from ..market.symbols import UnknownSymbolError, catalog, get_symbol
 from .tick_source import SimulatedTicks
 
 HISTORY_MAX_COUNT = 5000
@@ -497,7 +497,7 @@ class ServerThread:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m scalping_assets.market.fake_deriv",
+        prog="python -m scalping_assets.testing.fake_deriv",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

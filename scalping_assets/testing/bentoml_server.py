@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # where `serving.service` is importable
 
 
 def free_port() -> int:
