@@ -21,6 +21,7 @@ from scalping_assets.market.store import TickStore, parse_epoch
 from scalping_assets.market.summary import tick_summary
 from scalping_assets.market.symbols import UnknownSymbolError, catalog, get_symbol
 from scalping_assets.partitions import tick_partition
+from scalping_assets.records import BacktestRecord, DatasetRecord, ExportRecord, GateRecord, ModelRecord, RecordStore
 
 DEMO_SYMBOLS = "R_100,1HZ50V,CRASH1000,BOOM500,JD25,stpRNG,RDBULL,SIG_AR1"
 FEATURES_DOC_HEADER = """# Features
@@ -74,6 +75,7 @@ DEMO_WALK_FORWARD_FOLDS = 3
 
 
 def demo(args: argparse.Namespace) -> int:
+    from scalping_assets.assets.models import MODEL_ASSETS, comparison_rows
     from scalping_assets.definitions import build_resources, defs
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps the demo's output readable
@@ -83,7 +85,7 @@ def demo(args: argparse.Namespace) -> int:
     first = date.fromisoformat(args.start)
     days = [first + timedelta(days=i) for i in range(args.days)]
     resources = build_resources(args.data_dir, args.seed)
-    store = resources["tick_store"].store()
+    store, records = resources["tick_store"].store(), resources["records"].store()
     instance = _instance()
     keys = [(d, s) for d in days for s in symbols]
     started = time.perf_counter()
@@ -119,7 +121,7 @@ def demo(args: argparse.Namespace) -> int:
         )
         failures += not evaluation.success
     serving = None
-    if evaluation is not None and evaluation.success and _champion_version(evaluation) != "none":
+    if evaluation is not None and evaluation.success and records.load(["champion"], GateRecord).champion is not None:
         print("[serving_job] exporting the champion (and challenger) to ONNX, checking parity", flush=True)
         serving = defs.resolve_job_def("serving_job").execute_in_process(
             instance=instance, resources=resources, run_config=QUIET_LOGS, raise_on_error=False
@@ -142,9 +144,9 @@ def demo(args: argparse.Namespace) -> int:
         else:
             print(f"{day}  {symbol:<10} materialization failed")
     if dataset.success:
-        meta = dataset.asset_materializations_for_node("training_dataset")[0].metadata
-        print(f"\ntraining_dataset {meta['symbols'].value} {meta['range'].value} -> {meta['path'].value}")
-        print(f"  rows {meta['rows'].value}; dropped {meta['dropped'].value}")
+        made = records.load(["training_dataset"], DatasetRecord)
+        print(f"\ntraining_dataset {', '.join(made.symbols)} {made.start} .. {made.end} -> {made.path}")
+        print(f"  rows {made.rows}; dropped {made.dropped}")
         for check in dataset_checks:
             verdict = "passed" if check.passed else ("FAILED" if check.severity == dg.AssetCheckSeverity.ERROR else "warning")
             print(
@@ -154,21 +156,20 @@ def demo(args: argparse.Namespace) -> int:
     else:
         print("\ntraining_dataset failed: see the run in the Dagster UI")
     if models is not None and models.success:
-        meta = models.asset_materializations_for_node("model_comparison")[0].metadata
-        print(f"\nmodels on the test span (majority class {meta['majority_accuracy'].value:.4f}):")
+        trained = [records.load([a.key.path[-1]], ModelRecord) for a in MODEL_ASSETS]
+        print(f"\nmodels on the test span (majority class {trained[0].candidates[0].edge['majority_accuracy']:.4f}):")
         print(f"  {'model':<12} {'accuracy':>9} {'log-loss':>9} {'brier':>7} {'edge p':>9}")
-        for row in meta["comparison"].value.records:
-            r = row.data
+        for r in comparison_rows(trained):
             figures = f"{r['accuracy_mean']:>9.4f} {r['log_loss']:>9.4f} {r['brier']:>7.4f} {r['worst_p_value']:>9.2g}"
             print(f"  {r['model']:<12} {figures}")
-        walk = models.asset_materializations_for_node("xgboost_model")[0].metadata["walk_forward"].value[0]
-        print(f"  xgboost walked forward over {len(walk['folds'])} expanding folds:")
-        for fold in walk["folds"]:
+        walk = records.load(["xgboost_model"], ModelRecord).walk_forward[0]
+        print(f"  xgboost walked forward over {len(walk.folds)} expanding folds:")
+        for fold in walk.folds:
             print(
                 f"    fold {fold['fold']}: {fold['train_rows']:>7,} training rows, accuracy {fold['accuracy']:.4f} "
                 f"vs majority {fold['majority_accuracy']:.4f}, p {fold['p_value']:.2g}"
             )
-        summary = walk["aggregate"]
+        summary = walk.aggregate
         print(
             f"    mean {summary['accuracy_mean']:.4f} ± {summary['accuracy_std']:.4f}, "
             f"excess {summary['excess_accuracy_mean']:+.4f}, combined p {summary['combined_p_value']:.2g}"
@@ -178,9 +179,9 @@ def demo(args: argparse.Namespace) -> int:
     elif models is not None:
         print("\nmodels_job failed: see the run in the Dagster UI")
     if evaluation is not None:
-        _print_evaluation(evaluation)
+        _print_evaluation(evaluation, records)
     if serving is not None:
-        _print_serving(serving, args.data_dir)
+        _print_serving(serving, records, args.data_dir)
     elif evaluation is not None and evaluation.success:
         print("no champion yet: nothing to export or serve")
     n_ticks = sum(tick_summary(store.read_day(s, d))["rows"] for (d, s), (ok, _, _) in tick_runs.items() if ok)
@@ -263,46 +264,42 @@ def symbols(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_evaluation(evaluation) -> None:
+def _print_evaluation(evaluation, records: RecordStore) -> None:
     if not evaluation.success:
         print("\nevaluation_job failed: see the run in the Dagster UI")
         return
-    report = evaluation.asset_materializations_for_node("backtest_report")[0].metadata
-    execution = report["execution"].value
+    report = records.load(["backtest_report"], BacktestRecord)
+    execution = report.execution
     print(
         f"\nbacktests on the test span (enter at p >= {execution['min_confidence']}, TP {execution['take_profit']} / "
         f"SL {execution['stop_loss']} {execution['unit']}, timeout {execution['max_hold_ticks']} ticks, "
-        f"spread {execution['spread_pips']} pips; {report['trials'].value} trials in MLflow):"
+        f"spread {execution['spread_pips']} pips; {report.trials} trials in MLflow):"
     )
     header = f"{'trades':>7} {'win rate':>8} {'expectancy':>10} {'Sharpe/yr':>9} {'max DD %':>8} {'p rand':>7} {'DSR':>5}"
     print(f"  {'candidate':<18} {header}")
-    for c in report["candidates"].value:
-        m = {k: (math.nan if v is None else v) for k, v in c["summary"].items()}
+    for result in report.results:
+        m = {k: (math.nan if v is None else v) for k, v in result.summary.items()}
         print(
-            f"  {c['name']:<18} {m['trades']:>7,.0f} {m['win_rate']:>8.3f} {m['expectancy']:>10.4f} "
+            f"  {result.candidate.name:<18} {m['trades']:>7,.0f} {m['win_rate']:>8.3f} {m['expectancy']:>10.4f} "
             f"{m['sharpe_annualised']:>9.1f} {m['max_drawdown_pct']:>8.2f} {m['p_value_vs_random']:>7.3f} "
             f"{m['deflated_sharpe']:>5.2f}"
         )
-    gate = evaluation.asset_materializations_for_node("champion")[0].metadata
-    print(f"gate: {gate['decision'].value}")
-    for row in gate["gate"].value.records:
-        if not row.data["passed"]:
-            print(f"  {row.data['candidate']}: {row.data['reasons']}")
-    print(f"reports: {Path(report['candidates'].value[0]['html']).parent}")
+    gate = records.load(["champion"], GateRecord)
+    print(f"gate: {gate.message}")
+    for candidate, reasons in gate.failures.items():
+        if reasons:
+            print(f"  {candidate}: {'; '.join(reasons)}")
+    print(f"reports: {Path(report.results[0].html).parent}")
 
 
-def _champion_version(evaluation) -> str:
-    return evaluation.asset_materializations_for_node("champion")[0].metadata["champion_version"].value
-
-
-def _print_serving(serving, data_dir: str) -> None:
+def _print_serving(serving, records: RecordStore, data_dir: str) -> None:
     if not serving.success:
         print("\nserving_job failed: see the run in the Dagster UI")
         return
-    meta = serving.asset_materializations_for_node("onnx_model")[0].metadata
-    print(f"\nONNX export of {meta['registered_model'].value} (parity on the test span):")
+    exported = records.load(["onnx_model"], ExportRecord)
+    print(f"\nONNX export of {exported.registered_model} (parity on the test span):")
     print(f"  {'alias':<22} {'FP32 max |dp|':>13} {'INT8 agreement':>14} {'FP32 p50 us':>11} {'INT8 p50 us':>11}  served")
-    for alias, e in meta["exports"].value.items():
+    for alias, e in exported.exports.items():
         latency = e["latency_us"]
         agreement = "-" if e["int8_agreement"] is None else f"{e['int8_agreement']:.4f}"
         int8 = f"{latency['int8']['p50']:.0f}" if "int8" in latency else "-"

@@ -23,6 +23,7 @@ from scalping_assets.resources import (
     FolderResource,
     FrameStoreResource,
     MLflowResource,
+    RecordIOManager,
     SimulatorResource,
     TickStoreResource,
 )
@@ -56,6 +57,7 @@ def build_resources(
         "dataset_store": FolderResource(root=os.path.join(data_dir, "datasets")),
         "report_store": FolderResource(root=os.path.join(data_dir, "reports")),
         "bundle_store": FolderResource(root=os.path.join(data_dir, "bundles")),
+        "records": RecordIOManager(root=os.path.join(data_dir, "records")),
         "mlflow_store": MLflowResource(
             tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
             or f"sqlite:///{os.path.abspath(os.path.join(data_dir, 'mlflow.db'))}",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+from pydantic import BaseModel
 
 from scalping_assets.features.daily import FrameStore
 from scalping_assets.market.deriv_client import DerivClient, deriv_url
@@ -13,6 +14,7 @@ from scalping_assets.market.simulator import DEFAULT_ORIGIN, day_start_epoch, si
 from scalping_assets.market.store import TickStore
 from scalping_assets.market.symbols import get_symbol
 from scalping_assets.models.tracking import Tracker
+from scalping_assets.records import RecordError, RecordStore
 
 
 class TickStoreResource(dg.ConfigurableResource):
@@ -67,6 +69,32 @@ class FolderResource(dg.ConfigurableResource):
 
     def folder(self, name: str) -> Path:
         return Path(self.root) / name
+
+
+class RecordIOManager(dg.ConfigurableIOManager):
+    """Stage outputs as typed records (`scalping_assets.records`), one JSON file per asset under `root`.
+
+    An input declared with metadata `{"optional": True}` is None while its asset has no record yet.
+    """
+
+    root: str = "data/records"
+
+    def store(self) -> RecordStore:
+        return RecordStore(self.root)
+
+    def handle_output(self, context: dg.OutputContext, obj: BaseModel) -> None:
+        if not isinstance(obj, BaseModel):
+            raise TypeError(f"{context.asset_key.to_user_string()} returned a {type(obj).__name__}, not a record")
+        self.store().save(context.asset_key.path, obj)
+
+    def load_input(self, context: dg.InputContext) -> BaseModel | None:
+        key = context.asset_key.path
+        if context.definition_metadata.get("optional") and not self.store().exists(key):
+            return None
+        try:
+            return self.store().load(key)
+        except RecordError as exc:
+            raise dg.Failure(str(exc)) from exc
 
 
 class MLflowResource(dg.ConfigurableResource):

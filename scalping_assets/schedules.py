@@ -7,6 +7,8 @@ import dagster as dg
 from scalping_assets.market.simulator import DEFAULT_ORIGIN
 from scalping_assets.market.symbols import simulated_symbols
 from scalping_assets.partitions import tick_partition
+from scalping_assets.records import GateRecord
+from scalping_assets.resources import RecordIOManager
 
 ticks_job = dg.define_asset_job(
     "ticks_job",
@@ -75,10 +77,9 @@ serving_job = dg.define_asset_job(
 
 
 @dg.asset_sensor(asset_key=dg.AssetKey("champion"), job=serving_job)
-def champion_promoted_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry):
+def champion_promoted_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, records: RecordIOManager):
     """Export whenever the gate promotes a new champion."""
-    metadata = asset_event.asset_materialization.metadata
-    if not metadata["promoted"].value:
-        return dg.SkipReason(f"the gate kept the champion: {metadata['decision'].value}")
-    version = metadata["champion_version"].value
-    return dg.RunRequest(run_key=f"{metadata['registered_model'].value}:{version}")
+    gate = records.store().load(asset_event.dagster_event.asset_key.path, GateRecord)
+    if not gate.promoted:
+        return dg.SkipReason(f"the gate kept the champion: {gate.message}")
+    return dg.RunRequest(run_key=f"{gate.registered_model}:{gate.champion}")

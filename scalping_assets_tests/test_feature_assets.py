@@ -1,6 +1,7 @@
 """The feature assets materialized for real: partitions across day boundaries, checks, metadata."""
 
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -13,6 +14,7 @@ from scalping_assets.features.labels import LabelSpec, label_frame
 from scalping_assets.features.registry import WARMUP_TICKS
 from scalping_assets.market.simulator import simulator
 from scalping_assets.partitions import tick_partition
+from scalping_assets.records import DatasetRecord
 from scalping_assets_tests.feature_helpers import assert_same_features
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -71,7 +73,7 @@ def test_labels_of_a_day_resolve_in_the_next_day(materialized):
 
 
 def test_training_dataset_asset_writes_a_checked_dataset_with_plots(materialized):
-    data, _, result = materialized
+    data, resources, result = materialized
     assert result.success
     checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
     assert checks["dataset_finite"].passed and checks["dataset_splits_disjoint"].passed
@@ -82,6 +84,9 @@ def test_training_dataset_asset_writes_a_checked_dataset_with_plots(materialized
     assert meta["range"].value == "2026-01-02 .. 2026-01-03"
     dataset = Dataset.load(data / "datasets" / "two")
     assert set(dataset.frame["symbol"]) == set(SYMBOLS)
+    record = resources["records"].store().load(["training_dataset"], DatasetRecord)  # what the checks read
+    assert Path(record.path) == data / "datasets" / "two" and record.fingerprint == dataset.meta.fingerprint
+    assert record.rows == dataset.meta.rows
     assert dataset.meta.fitted.keys() == set(SYMBOLS)
 
 

@@ -6,12 +6,13 @@ import dagster as dg
 import numpy as np
 import pytest
 
-from scalping_assets.assets.backtest import champion
-from scalping_assets.assets.models import BASE_MODEL_ASSETS
+from scalping_assets.assets.backtest import backtest_report, champion
+from scalping_assets.assets.models import BASE_MODEL_ASSETS, MODEL_ASSETS
 from scalping_assets.definitions import build_resources, defs
 from scalping_assets.features.dataset import DatasetSpec, build_dataset, save_walk_forward, walk_forward_datasets
 from scalping_assets.market.simulator import simulator
 from scalping_assets.models.tracking import CHAMPION, PARENT_TAG
+from scalping_assets.records import BacktestRecord, ExportRecord, GateRecord, ModelRecord
 from scalping_assets.schedules import champion_promoted_sensor
 from serving.bundle import OnnxPredictor
 
@@ -83,27 +84,32 @@ def test_model_comparison_tabulates_every_candidate(run):
 def test_every_candidate_is_backtested_and_the_gate_decides(run):
     result, resources, evaluation, _ = run
     assert evaluation.success
-    report = evaluation.asset_materializations_for_node("backtest_report")[0].metadata
-    candidates = report["candidates"].value
-    assert len(candidates) == 9, "4 families x 2 seeds and the ensemble"
-    assert report["trials"].value >= 9
+    records = resources["records"].store()
+    report = records.load(["backtest_report"], BacktestRecord)
+    assert len(report.results) == 9, "4 families x 2 seeds and the ensemble"
+    assert report.trials >= 9
+    trained = {c.run_id for a in MODEL_ASSETS for c in records.load([a.key.path[-1]], ModelRecord).candidates}
+    assert {r.candidate.run_id for r in report.results} == trained
     tracker = resources["mlflow_store"].tracker()
-    for candidate in candidates:
-        run_data = tracker.client.get_run(candidate["run_id"]).data
-        assert run_data.metrics["bt_trades"] == candidate["summary"]["trades"]
-        assert run_data.tags["backtest_verdict"] == candidate["verdict"]
-        assert candidate["verdict"].startswith(("The edge is", "No trades"))
-    assert "data:image/png;base64," in next(v.value for k, v in report.items() if k.startswith("plots_"))
-    gate = evaluation.asset_materializations_for_node("champion")[0].metadata
-    name = gate["registered_model"].value
-    assert name == "scalping-SIG_AR1-h10"
-    verdicts = {r.data["candidate"]: r.data["passed"] for r in gate["gate"].value.records}
-    assert set(verdicts) == {c["name"] for c in candidates}
-    champion = tracker.alias_version(name, CHAMPION)
-    if any(verdicts.values()):
-        assert gate["promoted"].value and champion == gate["champion_version"].value
+    for result in report.results:
+        run_data = tracker.client.get_run(result.candidate.run_id).data
+        assert run_data.metrics["bt_trades"] == result.summary["trades"]
+        assert run_data.tags["backtest_verdict"] == result.verdict
+        assert result.verdict.startswith(("The edge is", "No trades"))
+    shown = evaluation.asset_materializations_for_node("backtest_report")[0].metadata
+    assert "data:image/png;base64," in next(v.value for k, v in shown.items() if k.startswith("plots_"))
+    gate = records.load(["champion"], GateRecord)
+    assert gate.registered_model == "scalping-SIG_AR1-h10"
+    assert set(gate.failures) == {r.candidate.name for r in report.results}
+    champion = tracker.alias_version(gate.registered_model, CHAMPION)
+    if any(not reasons for reasons in gate.failures.values()):
+        assert gate.promoted and champion == gate.champion
     else:
-        assert champion is None and not gate["promoted"].value
+        assert champion is None and not gate.promoted
+    shown = evaluation.asset_materializations_for_node("champion")[0].metadata
+    assert {r.data["candidate"]: r.data["passed"] for r in shown["gate"].value.records} == {
+        name: not reasons for name, reasons in gate.failures.items()
+    }
 
 
 # Every candidate with a trade passes: the export below needs a champion whatever the backtests say.
@@ -113,16 +119,19 @@ LENIENT_GATE = {"min_win_rate": 0.0, "min_sharpe": -1e9, "max_drawdown_pct": 101
 
 def test_the_champion_is_exported_to_onnx_with_parity_checks(run):
     _, resources, _, instance = run
+    # The gate alone, on the stored backtest record.
     gate = dg.materialize(
-        [champion], instance=instance, resources=resources, run_config={**QUIET, "ops": {"champion": {"config": LENIENT_GATE}}}
+        [champion, backtest_report.to_source_asset()],
+        instance=instance,
+        resources=resources,
+        run_config={**QUIET, "ops": {"champion": {"config": LENIENT_GATE}}},
     )
     assert gate.success
-    decision = gate.asset_materializations_for_node("champion")[0].metadata
-    tick = champion_promoted_sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
-    if decision["promoted"].value:
-        assert [r.run_key for r in tick.run_requests] == [
-            f"{decision['registered_model'].value}:{decision['champion_version'].value}"
-        ]
+    decision = resources["records"].store().load(["champion"], GateRecord)
+    context = dg.build_sensor_context(instance=instance, resources={"records": resources["records"]})
+    tick = champion_promoted_sensor.evaluate_tick(context)
+    if decision.promoted:
+        assert [r.run_key for r in tick.run_requests] == [f"{decision.registered_model}:{decision.champion}"]
     else:
         assert not tick.run_requests and "kept the champion" in tick.skip_message
     exported = defs.resolve_job_def("serving_job").execute_in_process(instance=instance, resources=resources, run_config=QUIET)
@@ -130,12 +139,12 @@ def test_the_champion_is_exported_to_onnx_with_parity_checks(run):
     checks = {c.check_name: c for c in exported.get_asset_check_evaluations()}
     assert checks["fp32_parity"].passed and checks["fp32_parity"].metadata["max_abs_diff"].value <= 1e-4
     assert "int8_agreement" in checks
-    metadata = exported.asset_materializations_for_node("onnx_model")[0].metadata
+    record = resources["records"].store().load(["onnx_model"], ExportRecord)
     tracker = resources["mlflow_store"].tracker()
-    name = metadata["registered_model"].value
-    assert metadata["champion_version"].value == tracker.alias_version(name, CHAMPION)
-    run_id = tracker.client.get_model_version(name, metadata["champion_version"].value).run_id
+    name = record.registered_model
+    assert record.versions[CHAMPION] == tracker.alias_version(name, CHAMPION)
+    run_id = tracker.client.get_model_version(name, record.versions[CHAMPION]).run_id
     assert "onnx/manifest.json" in {a.path for a in tracker.client.list_artifacts(run_id, "onnx")}
-    predictor = OnnxPredictor(metadata["bundle"].value)
+    predictor = OnnxPredictor(record.bundles[CHAMPION])
     window = np.zeros((3, predictor.manifest.window, len(predictor.manifest.feature_names)))
     assert np.allclose(predictor.predict(window).sum(axis=1), 1, atol=1e-5)

@@ -7,14 +7,14 @@ import dagster as dg
 import numpy as np
 from pydantic import Field, create_model
 
-from scalping_assets.assets.materializations import latest_metadata
-from scalping_assets.assets.models import MODEL_ASSETS, latest_model_metadata
+from scalping_assets.assets.models import MODEL_ASSETS, model_ins, present_models
 from scalping_assets.backtest.engine import ExecutionConfig
 from scalping_assets.backtest.promotion import GateCandidate, GateCriteria, promote
 from scalping_assets.backtest.report import backtest_predictions
 from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_report, trial_sharpes
 from scalping_assets.features.dataset import DatasetMeta
 from scalping_assets.plotting import markdown_image
+from scalping_assets.records import BacktestRecord, BacktestResult, GateRecord, ModelRecord
 from scalping_assets.resources import FolderResource, MLflowResource, TickStoreResource
 
 TABLE_COLUMNS = (
@@ -49,37 +49,27 @@ BacktestConfig = create_model("BacktestConfig", __base__=_BacktestOptions, **_fi
 GateConfig = create_model("GateConfig", __base__=dg.Config, **_fields(GateCriteria))
 
 
-def _latest_candidates(context: dg.AssetExecutionContext) -> list[dict]:
-    found = []
-    for model, metadata in latest_model_metadata(context).items():
-        for c in metadata["candidates"].value:
-            name = model if model == "ensemble" else f"{model}-seed{c['seed']}"
-            found.append({"name": name} | {k: c[k] for k in ("run_id", "version", "model_uri", "registered_model")})
-    if not found:
-        raise dg.Failure("no model asset is materialized yet")
-    return found
-
-
-def _table(rows: list[dict]) -> dg.TableMetadataValue:
+def _table(results: list[BacktestResult]) -> dg.TableMetadataValue:
     columns = [dg.TableColumn("candidate"), dg.TableColumn("version"), *(dg.TableColumn(c, "float") for c in TABLE_COLUMNS)]
     columns.append(dg.TableColumn("significant", "bool"))
     records = [
         dg.TableRecord(
             {
-                "candidate": r["name"],
-                "version": r["version"],
-                **{c: None if r["summary"][c] is None else round(float(r["summary"][c]), 5) for c in TABLE_COLUMNS},
-                "significant": bool(r["summary"]["significant"]),
+                "candidate": r.candidate.name,
+                "version": r.candidate.version,
+                **{c: None if r.summary[c] is None else round(float(r.summary[c]), 5) for c in TABLE_COLUMNS},
+                "significant": bool(r.summary["significant"]),
             }
         )
-        for r in rows
+        for r in results
     ]
     return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
 
 
 @dg.asset(
-    deps=MODEL_ASSETS,
+    ins=model_ins(MODEL_ASSETS, optional=True),
     group_name="evaluation",
+    io_manager_key="records",
     kinds={"mlflow", "html"},
     description="Tick-by-tick backtest of every candidate's test-span predictions with costs, against random entries.",
 )
@@ -90,6 +80,7 @@ def backtest_report(
     tick_store: TickStoreResource,
     report_store: FolderResource,
     mlflow_store: MLflowResource,
+    **models: ModelRecord | None,
 ) -> dg.MaterializeResult:
     meta_path = dataset_store.folder(config.dataset) / "meta.json"
     if not meta_path.exists():
@@ -106,13 +97,13 @@ def backtest_report(
     runs = candidate_runs(tracker)
     execution = config.execution()
     folder = report_store.folder(config.dataset)
-    rows = []
-    for candidate in _latest_candidates(context):
-        predictions = load_predictions(tracker, candidate["run_id"])
+    results, plots = [], {}
+    for candidate in [c for record in present_models(context, models) for c in record.candidates]:
+        predictions = load_predictions(tracker, candidate.run_id)
         predictions = predictions[predictions["symbol"].isin(symbols)]
-        context.log.info(f"{candidate['name']}: backtesting {len(predictions):,} predictions on {', '.join(symbols)}")
+        context.log.info(f"{candidate.name}: backtesting {len(predictions):,} predictions on {', '.join(symbols)}")
         report = backtest_predictions(
-            candidate["name"],
+            candidate.name,
             ticks,
             predictions,
             execution,
@@ -123,48 +114,59 @@ def backtest_report(
             config.draws,
             config.seed,
         )
-        html = log_report(tracker, candidate["run_id"], report, folder)
-        context.log.info(f"{candidate['name']}: {report.verdict}")
+        html = log_report(tracker, candidate.run_id, report, folder)
+        context.log.info(f"{candidate.name}: {report.verdict}")
         summary = {k: (v if math.isfinite(v) else None) for k, v in report.summary().items()}  # JSON has no NaN
-        rows.append(candidate | {"summary": summary, "verdict": report.verdict, "html": str(html), "plots": report.plots})
-    best = max(rows, key=lambda r: -np.inf if r["summary"]["expectancy"] is None else r["summary"]["expectancy"])
-    verdicts = "\n".join(
-        f"- **{r['name']}** (v{r['version']}): {r['verdict']} [report]({Path(r['html']).resolve().as_uri()})" for r in rows
+        results.append(BacktestResult(candidate=candidate, summary=summary, verdict=report.verdict, html=str(html)))
+        plots[candidate.name] = report.plots
+    record = BacktestRecord(
+        dataset=config.dataset,
+        symbols=symbols,
+        start=start,
+        end=end,
+        execution=execution.model_dump(),
+        trials=len(runs),
+        results=results,
     )
-    plots = "\n\n".join(markdown_image(png, name) for name, png in best["plots"].items())
+    best = max(results, key=lambda r: -np.inf if r.summary["expectancy"] is None else r.summary["expectancy"])
+    verdicts = "\n".join(
+        f"- **{r.candidate.name}** (v{r.candidate.version}): {r.verdict} [report]({Path(r.html).resolve().as_uri()})"
+        for r in results
+    )
+    best_plots = "\n\n".join(markdown_image(png, name) for name, png in plots[best.candidate.name].items())
     return dg.MaterializeResult(
+        value=record,
         metadata={
-            "comparison": _table(rows),
+            "comparison": _table(results),
             "verdicts": dg.MetadataValue.md(verdicts),
             "trials": dg.MetadataValue.int(len(runs)),
             "span": dg.MetadataValue.json({"start": start, "end": end, "symbols": symbols}),
             "execution": dg.MetadataValue.json(execution.model_dump()),
-            f"plots_{best['name']}": dg.MetadataValue.md(plots),
-            "candidates": dg.MetadataValue.json([{k: v for k, v in r.items() if k != "plots"} for r in rows]),
-        }
+            f"plots_{best.candidate.name}": dg.MetadataValue.md(best_plots),
+            "candidates": dg.MetadataValue.json([r.model_dump(mode="json") for r in results]),
+        },
     )
 
 
 @dg.asset(
-    deps=[backtest_report],
     group_name="evaluation",
+    io_manager_key="records",
     kinds={"mlflow"},
     description="Promotion gate: the best candidate meeting the criteria with a significant edge becomes the MLflow champion.",
 )
-def champion(context: dg.AssetExecutionContext, config: GateConfig, mlflow_store: MLflowResource) -> dg.MaterializeResult:
-    report = latest_metadata(context, backtest_report.key)
-    if report is None:
-        raise dg.Failure("backtest_report is not materialized")
-    rows = report["candidates"].value
+def champion(
+    context: dg.AssetExecutionContext, config: GateConfig, mlflow_store: MLflowResource, backtest_report: BacktestRecord
+) -> dg.MaterializeResult:
+    results = backtest_report.results
     tracker = mlflow_store.tracker()
-    registered = {r["registered_model"] for r in rows}
+    registered = {r.candidate.registered_model for r in results}
     if len(registered) != 1:
         raise dg.Failure(
             f"the candidates belong to {len(registered)} registered models ({sorted(registered)}): gate one dataset at a time"
         )
     name = registered.pop()
     criteria = GateCriteria(**config.model_dump())
-    candidates = [GateCandidate(r["name"], r["version"], r["summary"]) for r in rows]
+    candidates = [GateCandidate(r.candidate.name, r.candidate.version, r.summary) for r in results]
     decision = promote(tracker, name, candidates, criteria)
     context.log.info(decision.message)
     for candidate, reasons in decision.failures.items():
@@ -175,7 +177,17 @@ def champion(context: dg.AssetExecutionContext, config: GateConfig, mlflow_store
         ],
         schema=dg.TableSchema(columns=[dg.TableColumn("candidate"), dg.TableColumn("passed", "bool"), dg.TableColumn("reasons")]),
     )
+    record = GateRecord(
+        registered_model=name,
+        promoted=decision.promoted,
+        champion=decision.champion,
+        previous=decision.previous,
+        challenger=decision.challenger,
+        failures=decision.failures,
+        message=decision.message,
+    )
     return dg.MaterializeResult(
+        value=record,
         metadata={
             "decision": dg.MetadataValue.text(decision.message),
             "promoted": dg.MetadataValue.bool(decision.promoted),
@@ -185,7 +197,7 @@ def champion(context: dg.AssetExecutionContext, config: GateConfig, mlflow_store
             "challenger_version": dg.MetadataValue.text(decision.challenger or "none"),
             "gate": reasons,
             "criteria": dg.MetadataValue.json(criteria.model_dump()),
-        }
+        },
     )
 
 

@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from scalping_assets.assets.materializations import latest_metadata
 from scalping_assets.assets.ticks import partition_day_symbol, ticks
 from scalping_assets.features import registry
 from scalping_assets.features.daily import day_features, day_labels, warmup_rows
@@ -26,6 +25,7 @@ from scalping_assets.features.plots import correlation_heatmap_png, mutual_infor
 from scalping_assets.market.simulator import DEFAULT_ORIGIN
 from scalping_assets.partitions import TICK_PARTITIONS
 from scalping_assets.plotting import markdown_image
+from scalping_assets.records import DatasetRecord
 from scalping_assets.resources import FolderResource, FrameStoreResource, TickStoreResource
 
 
@@ -215,6 +215,7 @@ def _day_range(first: date, last: date) -> list[date]:
     deps=[features, ticks],
     group_name="features",
     kinds={"parquet"},
+    io_manager_key="records",
     description="Temporal 70/15/15 dataset with purge and embargo; GARCH, regime scale and normaliser fitted on train only.",
 )
 def training_dataset(
@@ -254,7 +255,18 @@ def training_dataset(
         x_train, groups, dataset.feature_names, f"feature correlation, training span ({config.name})"
     )
     chart = mutual_information_png(mi, f"mutual information with the {spec.target} label, training span")
+    record = DatasetRecord(
+        name=config.name,
+        path=str(folder),
+        fingerprint=meta.fingerprint,
+        symbols=spec.symbols,
+        start=spec.start,
+        end=spec.end,
+        rows=meta.rows,
+        dropped=meta.dropped,
+    )
     return dg.MaterializeResult(
+        value=record,
         metadata={
             "path": dg.MetadataValue.path(str(folder)),
             "symbols": dg.MetadataValue.text(", ".join(spec.symbols)),
@@ -269,7 +281,7 @@ def training_dataset(
             "walk_forward_folds": _folds_table(folds),
             "correlation_heatmap": dg.MetadataValue.md(markdown_image(heatmap, "correlation")),
             "mutual_information": dg.MetadataValue.md(markdown_image(chart, "mutual information")),
-        }
+        },
     )
 
 
@@ -292,17 +304,9 @@ def features_defined_after_warmup(
     )
 
 
-def _load(context: dg.AssetCheckExecutionContext) -> Dataset:
-    """The dataset the latest materialization wrote (its folder depends on the run's config)."""
-    metadata = latest_metadata(context, training_dataset.key)
-    if metadata is None:
-        raise dg.Failure("training_dataset has not been materialized")
-    return Dataset.load(metadata["path"].value)
-
-
 @dg.asset_check(asset=training_dataset, blocking=True, description="Every feature value finite, every label resolved")
-def dataset_finite(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    dataset = _load(context)
+def dataset_finite(training_dataset: DatasetRecord) -> dg.AssetCheckResult:
+    dataset = Dataset.load(training_dataset.path)
     values = dataset.frame[dataset.feature_names].to_numpy()
     bad = int((~np.isfinite(values)).sum())
     unresolved = int((dataset.frame[["direction", "barrier"]] < 0).to_numpy().sum())
@@ -312,8 +316,8 @@ def dataset_finite(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResul
 
 
 @dg.asset_check(asset=training_dataset, blocking=True, description="Splits disjoint in time; no label window crosses a boundary")
-def dataset_splits_disjoint(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    dataset = _load(context)
+def dataset_splits_disjoint(training_dataset: DatasetRecord) -> dg.AssetCheckResult:
+    dataset = Dataset.load(training_dataset.path)
     frame, (b1, b2) = dataset.frame, dataset.meta.boundaries
     resolve = pd.Series(resolve_epochs(frame), index=frame.index)
     span_end = {"train": b1, "validation": b2}
@@ -336,8 +340,8 @@ def dataset_splits_disjoint(context: dg.AssetCheckExecutionContext) -> dg.AssetC
 
 
 @dg.asset_check(asset=training_dataset, blocking=False, description="Class balance per split (warns below 1 % for a class)")
-def dataset_class_balance(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
-    balance = _load(context).meta.class_balance
+def dataset_class_balance(training_dataset: DatasetRecord) -> dg.AssetCheckResult:
+    balance = Dataset.load(training_dataset.path).meta.class_balance
     rare = {split: [c for c, share in shares.items() if share < 0.01] for split, shares in balance.items()}
     rare = {split: classes for split, classes in rare.items() if classes}
     return dg.AssetCheckResult(

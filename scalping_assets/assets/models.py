@@ -7,7 +7,6 @@ import numpy as np
 from pydantic import Field
 
 from scalping_assets.assets.features import training_dataset
-from scalping_assets.assets.materializations import latest_metadata
 from scalping_assets.features.dataset import Dataset, load_walk_forward
 from scalping_assets.models.config import MODEL_KINDS, PROFILES, SEQUENCE_KINDS, TrainConfig, profile_config
 from scalping_assets.models.ensemble import ensemble_fit_predict, train_ensemble
@@ -21,6 +20,7 @@ from scalping_assets.models.walk_forward import (
     walk_forward_png,
 )
 from scalping_assets.plotting import figure_png, markdown_image
+from scalping_assets.records import CandidateRecord, ModelRecord, WalkForwardRecord
 from scalping_assets.resources import FolderResource, MLflowResource
 
 HEADLINE = ("accuracy", "log_loss", "brier", "f1_UP", "f1_DOWN")
@@ -33,6 +33,37 @@ class ModelConfig(dg.Config):
     epochs: int | None = Field(default=None, description="override of the profile's epochs")
     max_train_windows: int | None = Field(default=None, description="override of the profile's training sample")
     walk_forward: bool = Field(default=False, description="also refit and score on the dataset's walk-forward folds")
+
+
+def candidate_record(c: Candidate) -> CandidateRecord:
+    return CandidateRecord(
+        name=c.name,
+        kind=c.kind,
+        run_id=c.run_id,
+        version=c.version,
+        model_uri=c.model_uri,
+        registered_model=c.registered_name,
+        config=c.config,
+        metrics=c.metrics,
+        edge=c.edge,
+    )
+
+
+def _model_output(
+    model: str, candidates: list[Candidate], tracker, profile: str, dataset: Dataset, walks: list[WalkForwardResult]
+) -> dg.MaterializeResult:
+    """The asset's record, and the same for people to read."""
+    record = ModelRecord(
+        model=model,
+        profile=profile,
+        dataset_fingerprint=dataset.meta.fingerprint,
+        candidates=[candidate_record(c) for c in candidates],
+        walk_forward=[WalkForwardRecord(folds=w.records(), aggregate=w.aggregate()) for w in walks],
+    )
+    metadata = _candidate_metadata(candidates, tracker, profile, dataset)
+    if walks:
+        metadata |= _walk_forward_metadata(record.walk_forward, walks[0])
+    return dg.MaterializeResult(value=record, metadata=metadata)
 
 
 def _candidate_metadata(candidates: list[Candidate], tracker, profile: str, dataset: Dataset) -> dict:
@@ -71,6 +102,7 @@ def _model_asset(kind: str) -> dg.AssetsDefinition:
         name=f"{kind}_model",
         deps=[training_dataset],
         group_name="models",
+        io_manager_key="records",
         kinds={"pytorch" if kind != "xgboost" else "xgboost", "mlflow"},
         description=f"{kind} classifier trained per seed, each an MLflow run and a registered model version.",
     )
@@ -96,9 +128,9 @@ def _model_asset(kind: str) -> dg.AssetsDefinition:
             candidate = train_candidate(dataset, train_config, tracker, parent, progress)
             context.log.info(f"{candidate.name}: test accuracy {candidate.metrics['accuracy']:.4f}, edge {candidate.edge}")
             candidates.append(candidate)
-        metadata = _candidate_metadata(candidates, tracker, config.profile, dataset)
+        walks = []
         if config.walk_forward:
-            results = [
+            walks = [
                 _walk_forward(
                     context,
                     dataset_store,
@@ -111,8 +143,7 @@ def _model_asset(kind: str) -> dg.AssetsDefinition:
                 )
                 for c in candidates
             ]
-            metadata |= _walk_forward_metadata(results)
-        return dg.MaterializeResult(metadata=metadata)
+        return _model_output(kind, candidates, tracker, config.profile, dataset, walks)
 
     return model_asset
 
@@ -145,16 +176,14 @@ def _walk_forward(
     return result
 
 
-def _walk_forward_metadata(results: list[WalkForwardResult]) -> dict:
-    aggregates = [r.aggregate() for r in results]
+def _walk_forward_metadata(walks: list[WalkForwardRecord], first: WalkForwardResult) -> dict:
+    aggregates = [w.aggregate for w in walks]
     return {
         "walk_forward_accuracy_mean": dg.MetadataValue.float(float(np.mean([a["accuracy_mean"] for a in aggregates]))),
         "walk_forward_excess_accuracy": dg.MetadataValue.float(float(np.mean([a["excess_accuracy_mean"] for a in aggregates]))),
-        "walk_forward": dg.MetadataValue.json(
-            [{"folds": r.records(), "aggregate": a} for r, a in zip(results, aggregates, strict=True)]
-        ),
+        "walk_forward": dg.MetadataValue.json([w.model_dump() for w in walks]),
         "walk_forward_chart": dg.MetadataValue.md(
-            markdown_image(walk_forward_png(results[0], "walk-forward, first seed"), "walk-forward")
+            markdown_image(walk_forward_png(first, "walk-forward, first seed"), "walk-forward")
         ),
     }
 
@@ -168,30 +197,35 @@ class EnsembleConfig(dg.Config):
     walk_forward: bool = Field(default=False, description="also refit bases and stack on the dataset's walk-forward folds")
 
 
-def _load_base(tracker, summary: dict) -> TrainedModel:
-    config, uri = TrainConfig(**summary["config"]), summary["model_uri"]
+def _load_base(tracker, candidate: CandidateRecord) -> TrainedModel:
+    config, uri = TrainConfig(**candidate.config), candidate.model_uri
     if config.kind in SEQUENCE_KINDS:
         return TrainedModel(config, net=tracker.load_model("pytorch", uri), model_uri=uri)
     return TrainedModel(config, booster=tracker.load_model("xgboost", uri), model_uri=uri)
 
 
+def model_ins(assets: list[dg.AssetsDefinition], optional: bool) -> dict[str, dg.AssetIn]:
+    """The records of model assets as inputs; optional ones are None until their asset is materialized."""
+    return {a.key.path[-1]: dg.AssetIn(key=a.key, metadata={"optional": optional}) for a in assets}
+
+
 @dg.asset(
-    deps=BASE_MODEL_ASSETS,
+    ins=model_ins(BASE_MODEL_ASSETS, optional=False),
     group_name="models",
+    io_manager_key="records",
     kinds={"sklearn", "mlflow"},
-    description="Logistic-regression stack over the base models, fitted on their out-of-fold predictions only.",
+    description="Logistic-regression stack over the base models (first seeds), fitted on their out-of-fold predictions only.",
 )
 def ensemble_model(
-    context: dg.AssetExecutionContext, config: EnsembleConfig, dataset_store: FolderResource, mlflow_store: MLflowResource
+    context: dg.AssetExecutionContext,
+    config: EnsembleConfig,
+    dataset_store: FolderResource,
+    mlflow_store: MLflowResource,
+    **base_models: ModelRecord,
 ) -> dg.MaterializeResult:
     dataset = Dataset.load(dataset_store.folder(config.dataset))
     tracker = mlflow_store.tracker()
-    bases = []
-    for asset in BASE_MODEL_ASSETS:
-        metadata = latest_metadata(context, asset.key)
-        if metadata is None:
-            raise dg.Failure(f"{asset.key.to_user_string()} is not materialized: the ensemble needs every base model")
-        bases.append(_load_base(tracker, metadata["candidates"].value[0]))
+    bases = [_load_base(tracker, base_models[a.key.path[-1]].candidates[0]) for a in BASE_MODEL_ASSETS]
     parent = tracker.parent_run_id(context.run.run_id, f"dagster {context.run.run_id[:8]}")
     candidate = train_ensemble(
         dataset,
@@ -202,27 +236,25 @@ def ensemble_model(
         on_fold=lambda i, c: context.log.info(f"fold {i + 1}/{config.folds}: fitting {c.kind} for out-of-fold predictions"),
     )
     context.log.info(f"ensemble: test accuracy {candidate.metrics['accuracy']:.4f}, edge {candidate.edge}")
-    metadata = _candidate_metadata([candidate], tracker, "stack", dataset)
+    walks = []
     if config.walk_forward:
         fit_predict = ensemble_fit_predict([b.config for b in bases], config.folds)
-        result = _walk_forward(context, dataset_store, config.dataset, tracker, parent, "ensemble", "ensemble", fit_predict)
-        metadata |= _walk_forward_metadata([result])
-    return dg.MaterializeResult(metadata=metadata)
+        walks = [_walk_forward(context, dataset_store, config.dataset, tracker, parent, "ensemble", "ensemble", fit_predict)]
+    return _model_output("ensemble", [candidate], tracker, "stack", dataset, walks)
 
 
 MODEL_ASSETS = [*BASE_MODEL_ASSETS, ensemble_model]
 
 
-def latest_model_metadata(context: dg.AssetExecutionContext) -> dict[str, dict]:
-    """Latest metadata of every materialized model asset, by model name; the others are logged and left out."""
-    found = {}
-    for asset in MODEL_ASSETS:
-        metadata = latest_metadata(context, asset.key)
-        if metadata is None:
-            context.log.warning(f"{asset.key.to_user_string()} is not materialized; left out")
-            continue
-        found[asset.key.path[-1].removesuffix("_model")] = metadata
-    return found
+def present_models(context: dg.AssetExecutionContext, records: dict[str, ModelRecord | None]) -> list[ModelRecord]:
+    """The records of the materialized model assets; the others are logged and left out."""
+    for name, record in records.items():
+        if record is None:
+            context.log.warning(f"{name} is not materialized; left out")
+    present = [record for record in records.values() if record is not None]
+    if not present:
+        raise dg.Failure("no model asset is materialized yet")
+    return present
 
 
 def _comparison_png(rows: list[dict], majority: float) -> bytes:
@@ -239,29 +271,30 @@ def _comparison_png(rows: list[dict], majority: float) -> bytes:
     return figure_png(fig)
 
 
+def comparison_rows(records: list[ModelRecord]) -> list[dict]:
+    """One row per model: test accuracy (mean ± std over seeds), log-loss, Brier, worst edge p-value."""
+    return [
+        {
+            "model": record.model,
+            "seeds": len(record.candidates),
+            "accuracy_mean": float(np.mean([c.metrics["accuracy"] for c in record.candidates])),
+            "accuracy_std": float(np.std([c.metrics["accuracy"] for c in record.candidates])),
+            "log_loss": float(np.mean([c.metrics["log_loss"] for c in record.candidates])),
+            "brier": float(np.mean([c.metrics["brier"] for c in record.candidates])),
+            "worst_p_value": float(max(c.edge["p_value"] for c in record.candidates)),
+        }
+        for record in records
+    ]
+
+
 @dg.asset(
-    deps=MODEL_ASSETS,
+    ins=model_ins(MODEL_ASSETS, optional=True),
     group_name="models",
     description="Every candidate on the same test rows: accuracy (mean ± std over seeds), log-loss, Brier, edge p-value.",
 )
-def model_comparison(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
-    rows, majority = [], None
-    for model, metadata in latest_model_metadata(context).items():
-        candidates = metadata["candidates"].value
-        majority = metadata["majority_accuracy"].value
-        rows.append(
-            {
-                "model": model,
-                "seeds": len(candidates),
-                "accuracy_mean": float(np.mean([c["accuracy"] for c in candidates])),
-                "accuracy_std": float(np.std([c["accuracy"] for c in candidates])),
-                "log_loss": float(np.mean([c["log_loss"] for c in candidates])),
-                "brier": float(np.mean([c["brier"] for c in candidates])),
-                "worst_p_value": float(max(c["edge_p_value"] for c in candidates)),
-            }
-        )
-    if not rows:
-        raise dg.Failure("no model asset is materialized yet")
+def model_comparison(context: dg.AssetExecutionContext, **models: ModelRecord | None) -> dg.MaterializeResult:
+    records = present_models(context, models)
+    rows, majority = comparison_rows(records), records[0].candidates[0].edge["majority_accuracy"]
     columns = list(rows[0])
     table = dg.MetadataValue.table(
         records=[dg.TableRecord({k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}) for r in rows],

@@ -3,10 +3,9 @@
 import dagster as dg
 from pydantic import Field
 
-from scalping_assets.assets.backtest import champion
-from scalping_assets.assets.materializations import latest_metadata
 from scalping_assets.features.dataset import Dataset
 from scalping_assets.models.tracking import CHALLENGER, CHAMPION
+from scalping_assets.records import ExportRecord, GateRecord
 from scalping_assets.resources import FolderResource, MLflowResource
 from serving.export import FP32_TOLERANCE, ExportError, ExportReport, export_version
 
@@ -15,14 +14,14 @@ PARITY_CHECK, INT8_CHECK = "fp32_parity", "int8_agreement"
 
 class OnnxConfig(dg.Config):
     dataset: str = Field(default="default", description="the training_dataset folder the models were trained on")
-    registered_model: str = Field(default="", description="empty: the model the last gate decided on")
+    registered_model: str = Field(default="", description="empty: the model the gate decided on")
     challenger: bool = Field(default=True, description="also export the challenger, when there is one")
     min_int8_agreement: float = Field(default=0.99, gt=0, le=1, description="INT8 is kept only at this class agreement or more")
 
 
 @dg.asset(
-    deps=[champion],
     group_name="serving",
+    io_manager_key="records",
     kinds={"onnx", "mlflow"},
     description="Champion (and challenger) as ONNX bundles with an INT8 variant where it pays, logged to their MLflow runs.",
     check_specs=[
@@ -45,14 +44,10 @@ def onnx_model(
     dataset_store: FolderResource,
     bundle_store: FolderResource,
     mlflow_store: MLflowResource,
-):
+    champion: GateRecord,
+):  # unannotated: Dagster reads `-> MaterializeResult` on an asset with checks as an output of type Nothing
     tracker = mlflow_store.tracker()
-    name = config.registered_model
-    if not name:
-        gate = latest_metadata(context, champion.key)
-        if gate is None:
-            raise dg.Failure("champion is not materialized: run the promotion gate first")
-        name = gate["registered_model"].value
+    name = config.registered_model or champion.registered_model
     dataset = Dataset.load(dataset_store.folder(config.dataset))
     aliases = [CHAMPION, CHALLENGER] if config.challenger else [CHAMPION]
     versions = {alias: tracker.alias_version(name, alias) for alias in aliases}
@@ -74,7 +69,15 @@ def onnx_model(
     worst_diff = max(r.fp32_max_abs_diff for r in reports.values())
     agreements = {k: s["int8_agreement"] for k, s in summaries.items() if s["int8_agreement"] is not None}
     champion_report = reports[CHAMPION]
+    record = ExportRecord(
+        registered_model=name,
+        versions={alias: r.manifest.version for alias, r in reports.items()},
+        bundles={alias: str(r.folder.resolve()) for alias, r in reports.items()},
+        precision=champion_report.manifest.precision,
+        exports=summaries,
+    )
     return dg.MaterializeResult(
+        value=record,
         metadata={
             "registered_model": dg.MetadataValue.text(name),
             "champion_version": dg.MetadataValue.text(champion_report.manifest.version),

@@ -1,0 +1,151 @@
+"""The typed records stages hand each other, and where they are kept.
+
+A stage's output is one record: the dataset it wrote, the candidates a model asset trained, the
+backtests of every candidate, the gate's decision, the bundles it exported. Dagster passes them from
+asset to asset through the records I/O manager (one JSON file per asset under the data folder), and
+the sensor and the command line read the same files. Materialization metadata repeats them for people
+to read; no code reads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import date
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, Field, ValidationError
+
+Summary = dict[str, float | int | bool | None]
+
+
+class DatasetRecord(BaseModel):
+    """A training dataset as `training_dataset` wrote it."""
+
+    name: str
+    path: str
+    fingerprint: str
+    symbols: list[str]
+    start: date
+    end: date
+    rows: dict[str, int]  # per split
+    dropped: dict[str, int]  # rows left out, by reason
+
+
+class CandidateRecord(BaseModel):
+    """One trained, evaluated and registered model."""
+
+    name: str  # "xgboost-seed0", "ensemble"
+    kind: str
+    run_id: str
+    version: str
+    model_uri: str
+    registered_model: str
+    config: dict
+    metrics: dict[str, float]
+    edge: dict[str, float]
+
+
+class WalkForwardRecord(BaseModel):
+    """One candidate's walk-forward: per-fold figures and their aggregate."""
+
+    folds: list[dict[str, int | float | None]]
+    aggregate: dict[str, float]
+
+
+class ModelRecord(BaseModel):
+    """What one model asset trained: a candidate per seed (one for the ensemble)."""
+
+    model: str  # the family, or "ensemble"
+    profile: str
+    dataset_fingerprint: str
+    candidates: list[CandidateRecord]
+    walk_forward: list[WalkForwardRecord] = Field(default_factory=list)  # per candidate, when asked for
+
+
+class BacktestResult(BaseModel):
+    candidate: CandidateRecord
+    summary: Summary  # the metrics of `BacktestReport.summary()`, None where not finite
+    verdict: str
+    html: str  # the self-contained report
+
+
+class BacktestRecord(BaseModel):
+    """The out-of-sample backtest of every candidate, on one span and one execution config."""
+
+    dataset: str
+    symbols: list[str]
+    start: int
+    end: int
+    execution: dict
+    trials: int  # the candidate runs the deflated Sharpe ratio counted
+    results: list[BacktestResult]
+
+
+class GateRecord(BaseModel):
+    """The promotion gate's decision on one registered model."""
+
+    registered_model: str
+    promoted: bool
+    champion: str | None
+    previous: str | None
+    challenger: str | None
+    failures: dict[str, list[str]]  # candidate name -> reasons (empty: passed)
+    message: str
+
+
+class ExportRecord(BaseModel):
+    """The bundles `onnx_model` exported, by alias."""
+
+    registered_model: str
+    versions: dict[str, str]  # alias -> version
+    bundles: dict[str, str]  # alias -> local folder
+    precision: str  # of the champion's bundle
+    exports: dict[str, dict]  # "<alias> v<version>" -> parity, INT8 and latency figures
+
+
+RECORD_TYPES: dict[str, type[BaseModel]] = {
+    cls.__name__: cls for cls in (DatasetRecord, ModelRecord, BacktestRecord, GateRecord, ExportRecord)
+}
+R = TypeVar("R", bound=BaseModel)
+
+
+class RecordError(RuntimeError):
+    """A record that is missing, of another type, or malformed; the message names the file."""
+
+
+class RecordStore:
+    """One JSON file per asset key under `root`, replaced atomically."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def path(self, key: list[str]) -> Path:
+        return self.root.joinpath(*key).with_suffix(".json")
+
+    def save(self, key: list[str], record: BaseModel) -> Path:
+        target = self.path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
+        tmp.write_text(json.dumps({"type": type(record).__name__, "record": record.model_dump(mode="json")}, indent=1))
+        os.replace(tmp, target)
+        return target
+
+    def exists(self, key: list[str]) -> bool:
+        return self.path(key).exists()
+
+    def load(self, key: list[str], expected: type[R] | None = None) -> R:
+        path = self.path(key)
+        if not path.exists():
+            raise RecordError(f"no record of {'/'.join(key)} at {path}: materialize {'/'.join(key)} first")
+        try:
+            stored = json.loads(path.read_text())
+            cls = RECORD_TYPES[stored["type"]]
+            record = cls.model_validate(stored["record"])
+        except (ValueError, KeyError, ValidationError) as exc:
+            raise RecordError(f"{path}: not a readable record ({exc})") from exc
+        if expected is not None and not isinstance(record, expected):
+            raise RecordError(f"{path} holds a {type(record).__name__}, not a {expected.__name__}")
+        return record
