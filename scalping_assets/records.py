@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from datetime import date
 from pathlib import Path
 from typing import TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
+
+from .market.store import write_atomic
 
 Summary = dict[str, float | int | bool | None]
 
@@ -126,12 +127,8 @@ class RecordStore:
         return self.root.joinpath(*key).with_suffix(".json")
 
     def save(self, key: list[str], record: BaseModel) -> Path:
-        target = self.path(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps({"type": type(record).__name__, "record": record.model_dump(mode="json")}, indent=1))
-        os.replace(tmp, target)
-        return target
+        text = json.dumps({"type": type(record).__name__, "record": record.model_dump(mode="json")}, indent=1)
+        return write_atomic(self.path(key), lambda sink: sink.write(text.encode()))
 
     def exists(self, key: list[str]) -> bool:
         return self.path(key).exists()

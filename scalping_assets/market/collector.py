@@ -157,6 +157,13 @@ class TickCollector:
         opts = self.options
         return self._rng.uniform(0, min(opts.backoff_cap_s, opts.backoff_base_s * 2**attempt))
 
+    def _refused(self, state: SymbolState) -> float:
+        """Count a refusal of the symbol's request; the back-off before its next try."""
+        self.stats.refusals += 1
+        delay = self._backoff(state.failures)
+        state.failures += 1
+        return delay
+
     # -- state ----------------------------------------------------------------------------------
 
     def _init_states(self, server_now: int) -> None:
@@ -190,7 +197,7 @@ class TickCollector:
             except DerivAPIError as exc:
                 if exc.code == "RateLimit":
                     raise  # the connection's budget, not the symbol's: reconnect with back-off
-                self.stats.refusals += 1
+                delay = self._refused(state)
                 if exc.code in PERMANENT_REFUSALS:
                     state.refused = str(exc)
                     log.error(
@@ -200,8 +207,6 @@ class TickCollector:
                         exc,
                     )
                     return
-                delay = self._backoff(state.failures)
-                state.failures += 1
                 log.warning("%s: subscription refused (%s); retrying in %.1f s, the other symbols go on", symbol, exc, delay)
                 await asyncio.sleep(delay)
                 continue
@@ -233,9 +238,7 @@ class TickCollector:
         except DerivAPIError as exc:
             if exc.code == "RateLimit":
                 raise
-            self.stats.refusals += 1
-            delay = self._backoff(state.failures)
-            state.failures += 1
+            delay = self._refused(state)
             state.retry_at = time.monotonic() + delay
             log.warning("%s: history refused (%s); retrying in %.1f s", symbol, exc, delay)
 
@@ -329,18 +332,13 @@ class TickCollector:
     async def _supervise(self, client: DerivClient, tasks: dict[str, asyncio.Task]) -> None:
         """Watch the connection and every symbol; start history fills; flush. Returns only by raising."""
         opts = self.options
-        subscribing = True
         while True:
-            try:
-                await asyncio.wait_for(client.closed.wait(), 0.1)
-            except TimeoutError:
-                pass
-            if client.closed.is_set():
+            if await client.closes_within(0.1):
                 raise ConnectionLost("connection closed")
             for name in [n for n, t in tasks.items() if t.done()]:
                 tasks.pop(name).result()  # a failed subscription or fill means a broken connection: reconnect
-            if subscribing and not any(n.startswith("subscribe") for n in tasks):
-                subscribing, self._attempt = False, 0  # a healthy session: the next reconnect starts from a short delay
+            if all(state.subscribed or state.refused for state in self.states.values()):
+                self._attempt = 0  # a healthy session: the next reconnect starts from a short delay
             if self.states and all(state.refused for state in self.states.values()):
                 raise SymbolsRefused(self.refused)
             now = time.monotonic()

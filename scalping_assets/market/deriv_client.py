@@ -183,13 +183,13 @@ class DerivClient:
             symbol = payload.get("ticks_history") or payload.get("ticks")
             if error.get("code") == "RateLimit" and attempt < self.rate_limit_retries:
                 log.warning("RateLimit on %s: waiting %.1f s", call, self.rate_limit_wait_s)
-                if await self._closes_within(self.rate_limit_wait_s):
+                if await self.closes_within(self.rate_limit_wait_s):
                     raise ConnectionLost(f"connection lost while waiting out a RateLimit on {call}")
                 continue
             raise DerivAPIError(call, error.get("code", "?"), error.get("message", ""), symbol, error.get("details"))
         raise AssertionError("unreachable")
 
-    async def _closes_within(self, seconds: float) -> bool:
+    async def closes_within(self, seconds: float) -> bool:
         """Wait `seconds`, or less when the connection closes meanwhile (then True)."""
         try:
             await asyncio.wait_for(self.closed.wait(), seconds)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -63,16 +65,15 @@ def epoch_day(epoch: int) -> date:
     return datetime.fromtimestamp(epoch, UTC).date()
 
 
-def write_parquet_atomic(table: pa.Table, target: Path) -> Path:
-    """Write `table` to `target` through a temporary file, fsync and rename: all or nothing."""
+def write_atomic(target: Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write `target` with `write(file)` through a temporary file, fsync and rename: all or nothing."""
     target.parent.mkdir(parents=True, exist_ok=True)
     for stale in target.parent.glob(f"{_TMP_PREFIX}{target.name}.*.tmp"):
         stale.unlink(missing_ok=True)
     tmp = target.with_name(f"{_TMP_PREFIX}{target.name}.{uuid.uuid4().hex}.tmp")
     try:
         with open(tmp, "wb") as sink:
-            with pq.ParquetWriter(sink, table.schema, compression="zstd") as writer:
-                writer.write_table(table)
+            write(sink)
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(tmp, target)
@@ -85,6 +86,16 @@ def write_parquet_atomic(table: pa.Table, target: Path) -> Path:
     finally:
         os.close(dir_fd)
     return target
+
+
+def write_parquet_atomic(table: pa.Table, target: Path) -> Path:
+    """Write `table` to `target` as zstd Parquet, all or nothing."""
+
+    def write(sink: BinaryIO) -> None:
+        with pq.ParquetWriter(sink, table.schema, compression="zstd") as writer:
+            writer.write_table(table)
+
+    return write_atomic(target, write)
 
 
 class TickStore:
