@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import logging
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +35,7 @@ from scalping_assets.market.deriv_client import DerivClient
 from scalping_assets.market.simulator import day_start_epoch
 from scalping_assets.market.store import TickStore
 from scalping_assets.market.symbols import simulated_symbols
+from scalping_assets.testing.server_process import free_port
 from scalping_assets.testing.tick_source import SimulatedTicks
 
 START = day_start_epoch(__import__("datetime").date(2026, 2, 1))
@@ -45,12 +45,6 @@ BACKFILL_SYMBOLS = ["1HZ100V", "R_100", "CRASH500", "stpRNG"]
 BACKFILL_HOURS = 48
 ONE_SECOND_SYMBOLS = [s for s in simulated_symbols() if s not in ("R_10", "R_25", "R_50", "R_75", "R_100", "RDBULL", "RDBEAR")]
 SYMBOLS_30 = ONE_SECOND_SYMBOLS + ["R_10", "R_25", "R_50", "R_75", "R_100", "RDBULL", "RDBEAR"][: 30 - len(ONE_SECOND_SYMBOLS)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -6,12 +6,13 @@ time) and over HTTP against a real `bentoml serve` on loopback.
 Models: every family trained briefly (demo profile, one epoch) on one SIG_AR1 day with 100-tick
 windows of 34 features; latency depends on a model's size, not on how well it learnt. In process:
 one thread, one window per call, `--repeats` calls after a warm-up; the baseline is the trained
-model itself (torch, native XGBoost, the scikit-learn meta-learner over them). Over HTTP the server
-serves, in turn, the ensemble (the heaviest graph: four parts and the meta-learner) and XGBoost (the
-lightest), with two workers and the API key on; the clients run on the same two cores. Single
-requests are sequential on one keep-alive connection (httpx); throughput is `--clients` concurrent
-clients for `--duration` s, each request one window (/predict/features) or `--batch` windows
-(/predict/batch, merged further by adaptive batching), sent by aiohttp.
+model itself through its family's `predict` (torch, native XGBoost; the scikit-learn meta-learner
+over them). Over HTTP the server serves, in turn, the ensemble (the heaviest graph: four parts and
+the meta-learner) and XGBoost (the lightest), with two workers and the API key on; the clients run
+on the same two cores. Single requests are sequential on one keep-alive connection (httpx);
+throughput is `--clients` concurrent clients for `--duration` s, each request one window
+(/predict/features) or `--batch` windows (/predict/batch, merged further by adaptive batching), sent
+by aiohttp.
 
 Targets on a 2-core machine: in-process p99 < 1 ms; HTTP p99 < 10 ms single-request; >= 2,000
 predictions/s with batching; no errors.
@@ -35,8 +36,9 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from scalping_assets.features.dataset import SequenceWindows  # noqa: E402
+from scalping_assets.models.families import MODEL_KINDS, family  # noqa: E402
 from scalping_assets.models.tracking import CHALLENGER, CHAMPION  # noqa: E402
-from scalping_assets.models.trees import predict_tree  # noqa: E402
 from scalping_assets.testing.bentoml_server import bentoml_server  # noqa: E402
 from scalping_assets_tests.serving_helpers import SYMBOL, ServedModels, train_served_models  # noqa: E402
 from serving.bundle import OnnxPredictor, write_manifest  # noqa: E402
@@ -54,21 +56,14 @@ def percentiles(seconds: list[float]) -> tuple[float, float]:
 
 def trained_model(served: ServedModels, kind: str):
     """One scaled window (1, L, F) -> probabilities, through the model as trained."""
-    names = served.dataset.feature_names
     candidates = served.candidates
     if kind == "ensemble":
-        parts = [trained_model(served, k) for k in ("lstm", "cnn", "transformer", "xgboost")]
-        return lambda w: candidates["ensemble"].model.meta.predict_proba(np.hstack([p(w) for p in parts]))
-    model = candidates[kind].model
-    if model.net is not None:
-        net = model.net.eval()
-
-        def run(window):
-            with torch.no_grad():
-                return torch.softmax(net(torch.from_numpy(window)), dim=1).numpy()
-
-        return run
-    return lambda w: predict_tree(model.booster, w[:, -1, :], names)
+        parts = [trained_model(served, k) for k in MODEL_KINDS]  # the bases, in the order they were stacked
+        return lambda w: candidates["ensemble"].model.predict([p(w) for p in parts])
+    trained = candidates[kind].model
+    length = served.dataset.meta.spec.sequence_length
+    ends, labels = np.array([length - 1]), np.zeros(length, np.int64)  # one window: all the rows (labels unread)
+    return lambda w: trained.family.predict(trained.model, SequenceWindows(w[0], labels, ends, length))
 
 
 def int8_variant(report: ExportReport, folder: Path) -> OnnxPredictor | None:
@@ -78,7 +73,9 @@ def int8_variant(report: ExportReport, folder: Path) -> OnnxPredictor | None:
     copy = folder / f"int8-{report.manifest.kind}"
     shutil.copytree(report.folder, copy, dirs_exist_ok=True)
     manifest = report.manifest.model_copy(deep=True)
-    quantise(copy, manifest.parts)
+    for part in manifest.parts:
+        if family(part.name).quantisable:  # a part is named by its family's kind
+            quantise(copy, part)
     write_manifest(copy, manifest)
     return OnnxPredictor(copy, "int8")
 
@@ -91,7 +88,7 @@ def in_process(served: ServedModels, repeats: int, folder: Path) -> None:
     print(f"\nin process, one window ({shape}), one thread, {repeats} calls (us)")
     header = f"{'trained p50':>11} {'p99':>7} {'FP32 p50':>9} {'p99':>7} {'INT8 p50':>9} {'p99':>7} {'FP32 speed-up':>13}"
     print(f"{'model':<12} {header}  served")
-    for kind in ("lstm", "cnn", "transformer", "xgboost", "ensemble"):
+    for kind in (*MODEL_KINDS, "ensemble"):
         report = served.export(kind)
         baseline = latency_us(trained_model(served, kind), inputs, repeats, WARMUP)
         fp32 = latency_us(OnnxPredictor(report.folder, "fp32").predict_scaled, inputs, repeats, WARMUP)

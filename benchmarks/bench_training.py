@@ -22,18 +22,21 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
-from scalping_assets.assets.features import DATASET_SYMBOLS
-from scalping_assets.features.dataset import Dataset, DatasetSpec, build_dataset
+from scalping_assets.features.dataset import DATASET_SYMBOLS, Dataset, DatasetSpec, build_dataset
 from scalping_assets.market.simulator import simulator
-from scalping_assets.models.config import MODEL_KINDS, SEQUENCE_KINDS, profile_config
+from scalping_assets.models.config import MODEL_KINDS, profile_config
 from scalping_assets.models.ensemble import fit_stack
+from scalping_assets.models.families import family
 from scalping_assets.models.pipeline import fit
-from scalping_assets.models.train import build_net, train_torch
+from scalping_assets.models.torch_family import TorchFamily
+from scalping_assets.models.train import train_torch
 from scalping_assets.models.trees import train_xgboost
 
 # The baseline runs a fixed 300 iterations: what it costs, converged or not.
 warnings.filterwarnings("ignore", category=ConvergenceWarning)
 SPEC = DatasetSpec(symbols=DATASET_SYMBOLS, start=date(2026, 1, 2), end=date(2026, 1, 3))
+# The torch families by kind: their training epochs and their nets are timed on their own.
+TORCH = {f.kind: f for f in map(family, MODEL_KINDS) if isinstance(f, TorchFamily)}
 
 
 def demo_dataset() -> Dataset:
@@ -63,10 +66,12 @@ def training_table(dataset: Dataset, repeats: int, windows: int) -> None:
     x_val, y_val = x_val[:2000], y_val[:2000]
     for profile in ("demo", "full"):
         for kind in MODEL_KINDS:
-            if kind in SEQUENCE_KINDS:
+            if kind in TORCH:
                 config = profile_config(profile, kind, epochs=1, max_train_windows=windows, max_eval_windows=500)
+                build = TORCH[kind].build
                 rate = median_of(
-                    lambda c=config: train_torch(c, train_windows, val_windows).history[0].samples_per_second, repeats
+                    lambda c=config, b=build: train_torch(c, b, train_windows, val_windows).history[0].samples_per_second,
+                    repeats,
                 )
                 what = "windows of one training epoch"
             else:
@@ -89,8 +94,8 @@ def inference_table(dataset: Dataset, repeats: int) -> None:
     print(f"\nTorch inference per window ({shape}), median of {repeats} runs")
     print(f"{'model':<12} {'profile':<8} {'batch 1 µs':>11} {'batch 256 µs/window':>20} {'batching gain':>14}")
     for profile in ("demo", "full"):
-        for kind in SEQUENCE_KINDS:
-            net = build_net(profile_config(profile, kind), len(dataset.feature_names)).eval()
+        for kind, torch_family in TORCH.items():
+            net = torch_family.build(profile_config(profile, kind), len(dataset.feature_names)).eval()
             net(batch)  # warm-up
 
             def per_window(x, loops, net=net):

@@ -3,25 +3,18 @@
 import argparse
 import asyncio
 import logging
-import math
 import os
 import signal
 import sys
-import time
 from datetime import date, timedelta
-from pathlib import Path
 
-import dagster as dg
-
-from scalping_assets.assets.features import DATASET_SYMBOLS
+from scalping_assets.features.dataset import DATASET_SYMBOLS
 from scalping_assets.market.collector import CollectorOptions, SymbolsRefused, TickCollector
 from scalping_assets.market.deriv_client import DerivAPIError, deriv_url
 from scalping_assets.market.simulator import DEFAULT_ORIGIN
 from scalping_assets.market.store import TickStore, parse_epoch
-from scalping_assets.market.summary import tick_summary
 from scalping_assets.market.symbols import UnknownSymbolError, catalog, get_symbol
-from scalping_assets.partitions import tick_partition
-from scalping_assets.records import BacktestRecord, DatasetRecord, ExportRecord, GateRecord, ModelRecord, RecordStore
+from scalping_assets.settings import Settings
 
 DEMO_SYMBOLS = "R_100,1HZ50V,CRASH1000,BOOM500,JD25,stpRNG,RDBULL,SIG_AR1"
 FEATURES_DOC_HEADER = """# Features
@@ -33,7 +26,6 @@ t - look-back .. t only; the longest look-back, {warmup} ticks, is the warm-up t
 Features marked *fitted* use parameters estimated on a dataset's training span only.
 
 """
-QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def _symbols(text: str, simulated: bool = False) -> list[str]:
@@ -45,154 +37,21 @@ def _symbols(text: str, simulated: bool = False) -> list[str]:
     return names
 
 
-def _instance() -> dg.DagsterInstance:
-    if os.environ.get("DAGSTER_HOME"):
-        return dg.DagsterInstance.get()
-    print("DAGSTER_HOME is not set: runs go to a temporary instance (set it to keep them for the UI).")
-    return dg.DagsterInstance.ephemeral()
-
-
-def _run_partitions(job: dg.JobDefinition, keys, instance, resources) -> tuple[dict, int]:
-    """Run `job` once per (day, symbol); returns {key: (success, failed check names)} and the failure count."""
-    outcomes, failures = {}, 0
-    for i, (day, symbol) in enumerate(keys, start=1):
-        result = job.execute_in_process(
-            partition_key=tick_partition(day.isoformat(), symbol),
-            instance=instance,
-            resources=resources,
-            run_config=QUIET_LOGS,
-            raise_on_error=False,
-        )
-        checks = result.get_asset_check_evaluations()
-        failed = [c.check_name for c in checks if not c.passed]
-        failures += (not result.success) + len(failed)
-        outcomes[(day, symbol)] = (result.success, f"{len(checks) - len(failed)}/{len(checks)}", failed)
-        print(f"[{job.name} {i}/{len(keys)}] {symbol} {day}: {'ok' if result.success and not failed else 'FAILED'}", flush=True)
-    return outcomes, failures
-
-
-DEMO_WALK_FORWARD_FOLDS = 3
-
-
 def demo(args: argparse.Namespace) -> int:
-    from scalping_assets.assets.models import MODEL_ASSETS, comparison_rows
-    from scalping_assets.definitions import build_resources, defs
+    from scalping_assets.demo import DemoOptions, run_demo  # Dagster and the model zoo: only for the demo
 
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keeps the demo's output readable
     symbols = _symbols(args.symbols, simulated=True)
     preferred = [s for s in DATASET_SYMBOLS if s in symbols]
-    dataset_symbols = _symbols(args.dataset_symbols, simulated=True) if args.dataset_symbols else preferred or symbols
     first = date.fromisoformat(args.start)
-    days = [first + timedelta(days=i) for i in range(args.days)]
-    resources = build_resources(args.data_dir, args.seed)
-    store, records = resources["tick_store"].store(), resources["records"].store()
-    instance = _instance()
-    keys = [(d, s) for d in days for s in symbols]
-    started = time.perf_counter()
-    tick_runs, failures = _run_partitions(defs.resolve_job_def("ticks_job"), keys, instance, resources)
-    feature_runs, feature_failures = _run_partitions(defs.resolve_job_def("features_job"), keys, instance, resources)
-    failures += feature_failures
-    dataset = defs.resolve_job_def("dataset_job").execute_in_process(
-        instance=instance,
-        resources=resources,
-        run_config={
-            **QUIET_LOGS,
-            "ops": {"training_dataset": {"config": {"symbols": dataset_symbols, "walk_forward_folds": DEMO_WALK_FORWARD_FOLDS}}},
-        },
-        raise_on_error=False,
+    options = DemoOptions(
+        symbols=symbols,
+        dataset_symbols=_symbols(args.dataset_symbols, simulated=True) if args.dataset_symbols else preferred or symbols,
+        days=[first + timedelta(days=i) for i in range(args.days)],
+        dataset=args.dataset,
+        settings=Settings(data_dir=args.data_dir, seed=args.seed),
+        skip_models=args.skip_models,
     )
-    dataset_checks = dataset.get_asset_check_evaluations()
-    failures += (not dataset.success) + sum(not c.passed and c.severity == dg.AssetCheckSeverity.ERROR for c in dataset_checks)
-    models = None
-    if dataset.success and not args.skip_models:
-        print("[models_job] training lstm, cnn, transformer and xgboost (profile demo), walking xgboost forward", flush=True)
-        models = defs.resolve_job_def("models_job").execute_in_process(
-            instance=instance,
-            resources=resources,
-            run_config={**QUIET_LOGS, "ops": {"xgboost_model": {"config": {"walk_forward": True}}}},
-            raise_on_error=False,
-        )
-        failures += not models.success
-    evaluation = None
-    if models is not None and models.success:
-        print("[evaluation_job] backtesting every candidate on the test span, then the promotion gate", flush=True)
-        evaluation = defs.resolve_job_def("evaluation_job").execute_in_process(
-            instance=instance, resources=resources, run_config=QUIET_LOGS, raise_on_error=False
-        )
-        failures += not evaluation.success
-    serving = None
-    if evaluation is not None and evaluation.success and records.load(["champion"], GateRecord).champion is not None:
-        print("[serving_job] exporting the champion (and challenger) to ONNX, checking parity", flush=True)
-        serving = defs.resolve_job_def("serving_job").execute_in_process(
-            instance=instance, resources=resources, run_config=QUIET_LOGS, raise_on_error=False
-        )
-        failures += not serving.success
-    elapsed = time.perf_counter() - started
-
-    print(f"\n{'date':<10}  {'symbol':<10} {'ticks':>7} {'first':>12} {'last':>12} {'min':>12} {'max':>12}  checks  features")
-    for day, symbol in keys:
-        ok, passed, failed = tick_runs[(day, symbol)]
-        f_ok, f_passed, f_failed = feature_runs[(day, symbol)]
-        features_text = f_passed if f_ok else "failed"
-        if ok:
-            s = tick_summary(store.read_day(symbol, day))
-            print(
-                f"{day}  {symbol:<10} {s['rows']:>7} {s['first_quote']:>12} {s['last_quote']:>12} "
-                f"{s['min_quote']:>12} {s['max_quote']:>12}  {passed:<6}  {features_text}"
-                + (f" failed: {failed + f_failed}" if failed or f_failed else "")
-            )
-        else:
-            print(f"{day}  {symbol:<10} materialization failed")
-    if dataset.success:
-        made = records.load(["training_dataset"], DatasetRecord)
-        print(f"\ntraining_dataset {', '.join(made.symbols)} {made.start} .. {made.end} -> {made.path}")
-        print(f"  rows {made.rows}; dropped {made.dropped}")
-        for check in dataset_checks:
-            verdict = "passed" if check.passed else ("FAILED" if check.severity == dg.AssetCheckSeverity.ERROR else "warning")
-            print(
-                f"  check {check.check_name}: {verdict}"
-                + (f" ({check.description})" if not check.passed and check.description else "")
-            )
-    else:
-        print("\ntraining_dataset failed: see the run in the Dagster UI")
-    if models is not None and models.success:
-        trained = [records.load([a.key.path[-1]], ModelRecord) for a in MODEL_ASSETS]
-        print(f"\nmodels on the test span (majority class {trained[0].candidates[0].edge['majority_accuracy']:.4f}):")
-        print(f"  {'model':<12} {'accuracy':>9} {'log-loss':>9} {'brier':>7} {'edge p':>9}")
-        for r in comparison_rows(trained):
-            figures = f"{r['accuracy_mean']:>9.4f} {r['log_loss']:>9.4f} {r['brier']:>7.4f} {r['worst_p_value']:>9.2g}"
-            print(f"  {r['model']:<12} {figures}")
-        walk = records.load(["xgboost_model"], ModelRecord).walk_forward[0]
-        print(f"  xgboost walked forward over {len(walk.folds)} expanding folds:")
-        for fold in walk.folds:
-            print(
-                f"    fold {fold['fold']}: {fold['train_rows']:>7,} training rows, accuracy {fold['accuracy']:.4f} "
-                f"vs majority {fold['majority_accuracy']:.4f}, p {fold['p_value']:.2g}"
-            )
-        summary = walk.aggregate
-        print(
-            f"    mean {summary['accuracy_mean']:.4f} ± {summary['accuracy_std']:.4f}, "
-            f"excess {summary['excess_accuracy_mean']:+.4f}, combined p {summary['combined_p_value']:.2g}"
-        )
-        uri = resources["mlflow_store"].tracking_uri
-        print(f"  tracked in MLflow: .venv/bin/mlflow ui --backend-store-uri {uri}")
-    elif models is not None:
-        print("\nmodels_job failed: see the run in the Dagster UI")
-    if evaluation is not None:
-        _print_evaluation(evaluation, records)
-    if serving is not None:
-        _print_serving(serving, records, args.data_dir)
-    elif evaluation is not None and evaluation.success:
-        print("no champion yet: nothing to export or serve")
-    n_ticks = sum(tick_summary(store.read_day(s, d))["rows"] for (d, s), (ok, _, _) in tick_runs.items() if ok)
-    built = "features, labels, a dataset" + (", models, backtests and a gate decision" if evaluation is not None else "")
-    built += ", an ONNX champion" if serving is not None and serving.success else ""
-    print(
-        f"\n{n_ticks:,} ticks in {len(keys)} partitions under {store.root}, {built} in {elapsed:.1f}s; "
-        f"{'all blocking checks passed' if not failures else f'{failures} failure(s)'}."
-    )
-    print("Browse them: DAGSTER_HOME=$PWD .venv/bin/dagster dev -w workspace.yaml")
-    return 1 if failures else 0
+    return run_demo(options)
 
 
 def features_table(args: argparse.Namespace) -> int:
@@ -264,73 +123,27 @@ def symbols(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_evaluation(evaluation, records: RecordStore) -> None:
-    if not evaluation.success:
-        print("\nevaluation_job failed: see the run in the Dagster UI")
-        return
-    report = records.load(["backtest_report"], BacktestRecord)
-    execution = report.execution
-    print(
-        f"\nbacktests on the test span (enter at p >= {execution['min_confidence']}, TP {execution['take_profit']} / "
-        f"SL {execution['stop_loss']} {execution['unit']}, timeout {execution['max_hold_ticks']} ticks, "
-        f"spread {execution['spread_pips']} pips; {report.trials} trials in MLflow):"
-    )
-    header = f"{'trades':>7} {'win rate':>8} {'expectancy':>10} {'Sharpe/yr':>9} {'max DD %':>8} {'p rand':>7} {'DSR':>5}"
-    print(f"  {'candidate':<18} {header}")
-    for result in report.results:
-        m = {k: (math.nan if v is None else v) for k, v in result.summary.items()}
-        print(
-            f"  {result.candidate.name:<18} {m['trades']:>7,.0f} {m['win_rate']:>8.3f} {m['expectancy']:>10.4f} "
-            f"{m['sharpe_annualised']:>9.1f} {m['max_drawdown_pct']:>8.2f} {m['p_value_vs_random']:>7.3f} "
-            f"{m['deflated_sharpe']:>5.2f}"
-        )
-    gate = records.load(["champion"], GateRecord)
-    print(f"gate: {gate.message}")
-    for candidate, reasons in gate.failures.items():
-        if reasons:
-            print(f"  {candidate}: {'; '.join(reasons)}")
-    print(f"reports: {Path(report.results[0].html).parent}")
-
-
-def _print_serving(serving, records: RecordStore, data_dir: str) -> None:
-    if not serving.success:
-        print("\nserving_job failed: see the run in the Dagster UI")
-        return
-    exported = records.load(["onnx_model"], ExportRecord)
-    print(f"\nONNX export of {exported.registered_model} (parity on the test span):")
-    print(f"  {'alias':<22} {'FP32 max |dp|':>13} {'INT8 agreement':>14} {'FP32 p50 us':>11} {'INT8 p50 us':>11}  served")
-    for alias, e in exported.exports.items():
-        latency = e["latency_us"]
-        agreement = "-" if e["int8_agreement"] is None else f"{e['int8_agreement']:.4f}"
-        int8 = f"{latency['int8']['p50']:.0f}" if "int8" in latency else "-"
-        print(
-            f"  {alias:<22} {e['fp32_max_abs_diff']:>13.2g} {agreement:>14} {latency['fp32']['p50']:>11.0f} {int8:>11}  "
-            f"{e['precision']}"
-        )
-    for check in serving.get_asset_check_evaluations():
-        print(f"  check {check.check_name}: {'passed' if check.passed else 'FAILED'}")
-    print(f"Serve it: SCALPING_DATA_DIR={data_dir} .venv/bin/bentoml serve serving.service:Scalping  (README, Serving)")
-
-
 def rollback_champion(args: argparse.Namespace) -> int:
     from scalping_assets.backtest.promotion import rollback
     from scalping_assets.definitions import build_resources
 
-    tracker = build_resources(args.data_dir)["mlflow_store"].tracker()
+    tracker = build_resources(Settings(data_dir=args.data_dir))["mlflow_store"].tracker()
     restored, demoted = rollback(tracker, args.model)
     print(f"{args.model}: version {restored} is champion again; version {demoted} is now previous (rollback again to undo)")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    defaults = Settings()  # flags override the environment
     parser = argparse.ArgumentParser(prog="scalping", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="materialize and check simulated ticks for a few symbols and days")
     p.add_argument("--symbols", default=DEMO_SYMBOLS, help=f"comma-separated (default {DEMO_SYMBOLS})")
     p.add_argument("--start", default=DEFAULT_ORIGIN.isoformat(), help="first UTC day (default %(default)s)")
     p.add_argument("--days", type=int, default=3, help="number of days (default %(default)s)")
-    p.add_argument("--seed", type=int, default=7, help="simulator seed (default %(default)s)")
-    p.add_argument("--data-dir", default=os.environ.get("SCALPING_DATA_DIR", "data"), help="default %(default)s")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="simulator seed (default %(default)s, SCALPING_SEED)")
+    p.add_argument("--dataset", default="default", help="name of the dataset partition (default %(default)s)")
+    p.add_argument("--data-dir", default=str(defaults.data_dir), help="default %(default)s (SCALPING_DATA_DIR)")
     p.set_defaults(func=demo)
     p.add_argument(
         "--dataset-symbols",
@@ -347,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--url", help="WebSocket URL (default DERIV_WS_URL, else Deriv's, with DERIV_APP_ID)")
     c.add_argument("--since", help="first epoch or UTC time to backfill from when nothing is stored yet (default: now)")
     c.add_argument("--duration", type=float, help="stop after this many seconds (default: run until SIGINT/SIGTERM)")
-    c.add_argument("--data-dir", default=os.environ.get("SCALPING_DATA_DIR", "data"), help="default %(default)s")
+    c.add_argument("--data-dir", default=str(defaults.data_dir), help="default %(default)s (SCALPING_DATA_DIR)")
     c.add_argument("--flush-interval", type=float, default=5.0, help="seconds between flushes (default %(default)s)")
     c.add_argument(
         "--silence-timeout",
@@ -359,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     c.set_defaults(func=collect)
     r = sub.add_parser("rollback", help="make the previous champion of a registered model champion again")
     r.add_argument("--model", required=True, help="registered model name, e.g. scalping-CRASH1000-R_100-SIG_AR1-h10")
-    r.add_argument("--data-dir", default=os.environ.get("SCALPING_DATA_DIR", "data"), help="default %(default)s")
+    r.add_argument("--data-dir", default=str(defaults.data_dir), help="default %(default)s (SCALPING_DATA_DIR)")
     r.set_defaults(func=rollback_champion)
     args = parser.parse_args(argv)
     try:

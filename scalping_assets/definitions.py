@@ -1,17 +1,17 @@
 """The Dagster code location: assets, checks, jobs, schedules and resources."""
 
-import os
+from typing import get_type_hints
 
 import dagster as dg
 
 from scalping_assets.assets.backtest import EVALUATION_ASSETS
+from scalping_assets.assets.config import checked_in_process_executor
 from scalping_assets.assets.features import (
     dataset_class_balance,
     dataset_finite,
     dataset_splits_disjoint,
     features,
     features_defined_after_warmup,
-    labels,
     training_dataset,
 )
 from scalping_assets.assets.models import MODEL_ASSETS, model_comparison
@@ -30,49 +30,59 @@ from scalping_assets.resources import (
 from scalping_assets.schedules import (
     champion_promoted_sensor,
     daily_job,
-    daily_labels_schedule,
     daily_ticks_schedule,
     dataset_job,
     evaluation_job,
     features_job,
-    labels_job,
     models_job,
     serving_job,
     ticks_job,
 )
+from scalping_assets.settings import Settings
 
 
-def build_resources(
-    data_dir: str | None = None, seed: int | None = None, deriv_url: str | None = None
-) -> dict[str, dg.ConfigurableResource]:
-    """Resources of the embedded default deployment: local files, seeded simulator, Deriv from the environment."""
-    data_dir = data_dir or os.environ.get("SCALPING_DATA_DIR", "data")
-    seed = int(os.environ.get("SCALPING_SEED", "7")) if seed is None else seed
+def _from(settings: Settings, field: str, value):
+    """`value`, or the environment variable it came from: the UI then shows where it was set."""
+    name = settings.env_var(field)
+    if name is None:
+        return value
+    return dg.EnvVar.int(name) if isinstance(value, int) else dg.EnvVar(name)
+
+
+def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """Resources of a deployment: files under the data folder, the seeded simulator, Deriv and MLflow."""
+    folder = lambda name: str(settings.folder(name))  # noqa: E731
     return {
-        "tick_store": TickStoreResource(root=os.path.join(data_dir, "ticks")),
-        "simulator": SimulatorResource(seed=seed),
-        "deriv": DerivResource(url=deriv_url or ""),
-        "feature_store": FrameStoreResource(root=os.path.join(data_dir, "features")),
-        "label_store": FrameStoreResource(root=os.path.join(data_dir, "labels")),
-        "dataset_store": FolderResource(root=os.path.join(data_dir, "datasets")),
-        "report_store": FolderResource(root=os.path.join(data_dir, "reports")),
-        "bundle_store": FolderResource(root=os.path.join(data_dir, "bundles")),
-        "records": RecordIOManager(root=os.path.join(data_dir, "records")),
+        "tick_store": TickStoreResource(root=folder("ticks")),
+        "simulator": SimulatorResource(seed=_from(settings, "seed", settings.seed)),
+        "deriv": DerivResource(url=_from(settings, "deriv_url", settings.deriv_url)),
+        "feature_store": FrameStoreResource(root=folder("features")),
+        "dataset_store": FolderResource(root=folder("datasets")),
+        "report_store": FolderResource(root=folder("reports")),
+        "bundle_store": FolderResource(root=folder("bundles")),
+        "records": RecordIOManager(root=folder("records")),
         "mlflow_store": MLflowResource(
-            tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
-            or f"sqlite:///{os.path.abspath(os.path.join(data_dir, 'mlflow.db'))}",
-            artifact_root=os.path.join(data_dir, "mlartifacts"),
+            tracking_uri=_from(settings, "tracking_uri", settings.mlflow_uri()), artifact_root=folder("mlartifacts")
         ),
     }
 
 
+def asset_configs(assets: list[dg.AssetsDefinition]) -> dict[str, type[dg.Config]]:
+    """{asset: its config class}, read from each asset function's `config` parameter."""
+    hints = {a.op.name: get_type_hints(a.op.compute_fn.decorated_fn) for a in assets}
+    return {name: h["config"] for name, h in hints.items() if isinstance(h.get("config"), type)}
+
+
+ASSETS = [ticks, features, training_dataset, *MODEL_ASSETS, model_comparison, *EVALUATION_ASSETS, *SERVING_ASSETS]
+
 defs = dg.Definitions(
-    assets=[ticks, features, labels, training_dataset, *MODEL_ASSETS, model_comparison, *EVALUATION_ASSETS, *SERVING_ASSETS],
+    assets=ASSETS,
     asset_checks=[tick_checks, features_defined_after_warmup, dataset_finite, dataset_splits_disjoint, dataset_class_balance],
-    jobs=[ticks_job, features_job, daily_job, labels_job, dataset_job, models_job, evaluation_job, serving_job],
-    schedules=[daily_ticks_schedule, daily_labels_schedule],
+    jobs=[ticks_job, features_job, daily_job, dataset_job, models_job, evaluation_job, serving_job],
+    schedules=[daily_ticks_schedule],
     sensors=[champion_promoted_sensor],
-    resources=build_resources(),
+    resources=build_resources(Settings()),
     # Training uses every core already; steps running side by side would only fight over them.
-    executor=dg.in_process_executor,
+    # A run whose config breaks a constraint is refused before its first step.
+    executor=checked_in_process_executor(asset_configs(ASSETS)),
 )

@@ -1,4 +1,4 @@
-"""Partitions shared by the tick-level assets: UTC day x symbol."""
+"""Partitions: UTC day x symbol for the tick-level assets, the dataset for everything trained on one."""
 
 import warnings
 
@@ -10,6 +10,12 @@ from scalping_assets.market.symbols import catalog
 DAILY = dg.DailyPartitionsDefinition(start_date=DEFAULT_ORIGIN.isoformat(), timezone="UTC")
 SYMBOLS = dg.StaticPartitionsDefinition(list(catalog()))
 TICK_PARTITIONS = dg.MultiPartitionsDefinition({"date": DAILY, "symbol": SYMBOLS})
+
+
+# A dataset is named when it is added (UI: "Add partition"; `scalping demo`: `default`). The dataset and
+# every model, backtest, gate decision and bundle made from it share its partition key, so a model is
+# always read with its own dataset.
+DATASETS = dg.DynamicPartitionsDefinition(name="dataset")
 
 
 def tick_partition(day: str, symbol: str) -> dg.MultiPartitionKey:

@@ -72,7 +72,8 @@ class FolderResource(dg.ConfigurableResource):
 
 
 class RecordIOManager(dg.ConfigurableIOManager):
-    """Stage outputs as typed records (`scalping_assets.records`), one JSON file per asset under `root`.
+    """Stage outputs as typed records (`scalping_assets.records`), one JSON file per asset and partition
+    (`<root>/<asset>/<partition>.json`; `<root>/<asset>.json` unpartitioned).
 
     An input declared with metadata `{"optional": True}` is None while its asset has no record yet.
     """
@@ -82,13 +83,19 @@ class RecordIOManager(dg.ConfigurableIOManager):
     def store(self) -> RecordStore:
         return RecordStore(self.root)
 
+    @staticmethod
+    def key(asset_key: dg.AssetKey, partition: str | None) -> list[str]:
+        return [*asset_key.path, partition] if partition else list(asset_key.path)
+
     def handle_output(self, context: dg.OutputContext, obj: BaseModel) -> None:
         if not isinstance(obj, BaseModel):
             raise TypeError(f"{context.asset_key.to_user_string()} returned a {type(obj).__name__}, not a record")
-        self.store().save(context.asset_key.path, obj)
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        self.store().save(self.key(context.asset_key, partition), obj)
 
     def load_input(self, context: dg.InputContext) -> BaseModel | None:
-        key = context.asset_key.path
+        partition = context.asset_partition_key if context.has_asset_partitions else None
+        key = self.key(context.asset_key, partition)
         if context.definition_metadata.get("optional") and not self.store().exists(key):
             return None
         try:

@@ -1,4 +1,4 @@
-"""Jobs, and schedules that keep the day partitions current for every simulated symbol."""
+"""Jobs, the schedule that keeps the day partitions current for every simulated symbol, and the export sensor."""
 
 from datetime import UTC, timedelta
 
@@ -17,33 +17,33 @@ ticks_job = dg.define_asset_job(
 )
 features_job = dg.define_asset_job(
     "features_job",
-    selection=dg.AssetSelection.assets("features", "labels"),
-    description="Features and labels of one (day, symbol) partition, with their checks.",
+    selection=dg.AssetSelection.assets("features"),
+    description="Features of one (day, symbol) partition, with their checks.",
 )
 daily_job = dg.define_asset_job(
     "daily_job",
     selection=dg.AssetSelection.assets("ticks", "features"),
     description="Ticks and features of one (day, symbol) partition: what the daily schedule runs.",
 )
-labels_job = dg.define_asset_job(
-    "labels_job",
-    selection=dg.AssetSelection.assets("labels"),
-    description="Labels of one (day, symbol) partition, resolved with the next day's first ticks.",
-)
 dataset_job = dg.define_asset_job(
     "dataset_job",
     selection=dg.AssetSelection.assets("training_dataset"),
-    description="Assemble the training dataset from stored ticks and features.",
+    description="Assemble one training dataset (a partition of `dataset`) from stored ticks and features.",
 )
 models_job = dg.define_asset_job(
     "models_job",
     selection=dg.AssetSelection.groups("models"),
-    description="Train every model family on the training dataset and compare them.",
+    description="Train every model family on one dataset and compare them.",
 )
 evaluation_job = dg.define_asset_job(
     "evaluation_job",
     selection=dg.AssetSelection.groups("evaluation"),
-    description="Backtest every candidate out of sample, then run the promotion gate.",
+    description="Backtest every candidate of one dataset out of sample, then run the promotion gate.",
+)
+serving_job = dg.define_asset_job(
+    "serving_job",
+    selection=dg.AssetSelection.groups("serving"),
+    description="Export the champion (and challenger) to ONNX with parity checks; the service picks them up on reload.",
 )
 
 
@@ -63,23 +63,11 @@ def daily_ticks_schedule(context: dg.ScheduleEvaluationContext):
     return _requests(context, 1, "daily")
 
 
-@dg.schedule(job=labels_job, cron_schedule="45 0 * * *", execution_timezone="UTC")
-def daily_labels_schedule(context: dg.ScheduleEvaluationContext):
-    """Labels of the day before yesterday, now that yesterday's ticks can resolve its last ones."""
-    return _requests(context, 2, "labels")
-
-
-serving_job = dg.define_asset_job(
-    "serving_job",
-    selection=dg.AssetSelection.groups("serving"),
-    description="Export the champion (and challenger) to ONNX with parity checks; the service picks them up on reload.",
-)
-
-
 @dg.asset_sensor(asset_key=dg.AssetKey("champion"), job=serving_job)
 def champion_promoted_sensor(context: dg.SensorEvaluationContext, asset_event: dg.EventLogEntry, records: RecordIOManager):
     """Export whenever the gate promotes a new champion."""
-    gate = records.store().load(asset_event.dagster_event.asset_key.path, GateRecord)
+    dataset = asset_event.dagster_event.partition
+    gate = records.store().load(records.key(asset_event.dagster_event.asset_key, dataset), GateRecord)
     if not gate.promoted:
-        return dg.SkipReason(f"the gate kept the champion: {gate.message}")
-    return dg.RunRequest(run_key=f"{gate.registered_model}:{gate.champion}")
+        return dg.SkipReason(f"the gate kept the champion of {dataset}: {gate.message}")
+    return dg.RunRequest(run_key=f"{gate.registered_model}:{gate.champion}", partition_key=dataset)

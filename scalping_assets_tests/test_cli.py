@@ -30,7 +30,7 @@ def test_demo_materializes_checks_and_summarises(tmp_path):
     assert "[ticks_job 4/4] stpRNG 2026-02-02: ok" in done.stdout
     assert "[features_job 4/4] stpRNG 2026-02-02: ok" in done.stdout
     assert "2026-02-01  R_10         43200" in done.stdout
-    assert "training_dataset R_10, stpRNG 2026-02-02 .. 2026-02-02" in done.stdout
+    assert "training_dataset default: R_10, stpRNG 2026-02-02 .. 2026-02-02" in done.stdout
     assert "check dataset_splits_disjoint: passed" in done.stdout and "check dataset_finite: passed" in done.stdout
     assert "259,200 ticks in 4 partitions" in done.stdout and "all blocking checks passed" in done.stdout
     assert (tmp_path / "out" / "datasets" / "default" / "meta.json").exists()

@@ -19,6 +19,7 @@ from scalping_assets.definitions import build_resources
 from scalping_assets.market.collector import CollectorOptions, TickCollector
 from scalping_assets.market.store import TickStore
 from scalping_assets.partitions import tick_partition
+from scalping_assets.settings import Settings
 from scalping_assets.testing.fake_deriv import FakeDerivServer, Faults, ServerThread
 from scalping_assets.testing.tick_source import SimulatedTicks
 
@@ -290,7 +291,7 @@ def test_ticks_asset_backfills_a_day_from_the_deriv_source(tmp_path):
     day = date(2026, 1, 3)
     fake = FakeDerivServer(seed=SEED, start=START + 2 * 86_400 + 600)
     with ServerThread(fake) as server, dg.instance_for_test() as instance:
-        resources = build_resources(str(tmp_path), deriv_url=server.url)
+        resources = build_resources(Settings(data_dir=tmp_path, deriv_url=server.url))
         result = dg.materialize(
             [ticks],
             partition_key=tick_partition(day.isoformat(), "R_75"),

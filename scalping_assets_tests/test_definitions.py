@@ -14,8 +14,10 @@ from scalping_assets.checks import tick_checks
 from scalping_assets.definitions import build_resources, defs
 from scalping_assets.market.quality import TICK_CHECKS
 from scalping_assets.market.symbols import catalog, simulated_symbols
-from scalping_assets.partitions import TICK_PARTITIONS, tick_partition
+from scalping_assets.partitions import DATASETS, TICK_PARTITIONS, tick_partition
 from scalping_assets.resources import SimulatorResource
+from scalping_assets.settings import Settings
+from scalping_assets.testing.dagster_ui import dagster_webserver
 
 from .conftest import REPO_ROOT
 
@@ -26,7 +28,6 @@ def test_definitions_hold_every_asset_check_job_and_schedule():
     assert {spec.key.path[0] for spec in defs.resolve_all_asset_specs()} == {
         "ticks",
         "features",
-        "labels",
         "training_dataset",
         "lstm_model",
         "cnn_model",
@@ -53,6 +54,8 @@ def test_definitions_hold_every_asset_check_job_and_schedule():
     }
     for job in ("ticks_job", "features_job"):
         assert defs.resolve_job_def(job).partitions_def == TICK_PARTITIONS
+    for job in ("dataset_job", "models_job", "evaluation_job", "serving_job"):
+        assert defs.resolve_job_def(job).partitions_def == DATASETS, f"{job} runs one dataset at a time"
     schedule = defs.resolve_schedule_def("daily_ticks_schedule")
     assert schedule.cron_schedule == "15 0 * * *" and schedule.execution_timezone == "UTC"
     assert set(defs.resolve_all_job_defs()[0].resource_defs) >= {"tick_store", "simulator"}
@@ -92,15 +95,11 @@ def test_schedule_requests_the_day_that_just_ended_for_every_simulated_symbol():
     assert len({r.run_key for r in requests}) == len(requests)
     assert schedule.job_name == "daily_job"
     assert defs.resolve_job_def("daily_job").asset_layer.executable_asset_keys >= {dg.AssetKey("ticks"), dg.AssetKey("features")}
-    labels = defs.resolve_schedule_def("daily_labels_schedule")
-    label_requests = _evaluate(labels, datetime(2026, 3, 5, 0, 45, tzinfo=UTC)).run_requests
-    assert labels.job_name == "labels_job"
-    assert {r.partition_key.keys_by_dimension["date"] for r in label_requests} == {"2026-03-03"}
     assert _evaluate(schedule, datetime(2026, 1, 1, 0, 15, tzinfo=UTC)).skip_message
 
 
 def test_materialization_writes_the_partition_and_every_check_passes(tmp_path):
-    resources = build_resources(str(tmp_path), seed=5)
+    resources = build_resources(Settings(data_dir=tmp_path, seed=5))
     key = tick_partition("2026-01-03", "BOOM1000")
     with dg.instance_for_test() as instance:
         job = defs.resolve_job_def("ticks_job")
@@ -130,7 +129,7 @@ class DuplicatingSimulator(SimulatorResource):
 
 
 def test_broken_ticks_fail_their_checks_and_block_the_run(tmp_path):
-    resources = {**build_resources(str(tmp_path)), "simulator": DuplicatingSimulator()}
+    resources = {**build_resources(Settings(data_dir=tmp_path)), "simulator": DuplicatingSimulator()}
     with dg.instance_for_test() as instance:
         result = dg.materialize(
             [ticks, tick_checks],
@@ -151,7 +150,7 @@ def test_unsimulated_symbol_fails_with_a_clear_message(tmp_path):
         result = dg.materialize(
             [ticks],
             partition_key=tick_partition("2026-01-02", "RB100"),
-            resources=build_resources(str(tmp_path)),
+            resources=build_resources(Settings(data_dir=tmp_path)),
             instance=instance,
             run_config=QUIET,
             raise_on_error=False,
@@ -166,5 +165,25 @@ def test_out_of_range_partitions_are_refused(bad, tmp_path):
     day, symbol = bad.split("|")
     with dg.instance_for_test() as instance, pytest.raises(dg.DagsterUnknownPartitionError):
         dg.materialize(
-            [ticks], partition_key=tick_partition(day, symbol), resources=build_resources(str(tmp_path)), instance=instance
+            [ticks],
+            partition_key=tick_partition(day, symbol),
+            resources=build_resources(Settings(data_dir=tmp_path)),
+            instance=instance,
         )
+
+
+UI_QUERY = """{ assetNodes { assetKey { path } partitionDefinition { type name }
+  partitionKeysByDimension { name partitionKeys } } }"""
+
+
+def test_the_ui_shows_the_dataset_dimension_on_models_evaluation_and_serving(tmp_path):
+    with dg.DagsterInstance.from_config(str(tmp_path)) as instance:  # the UI's instance: DAGSTER_HOME=tmp_path
+        instance.add_dynamic_partitions("dataset", ["default", "wide"])
+    with dagster_webserver(tmp_path, tmp_path / "webserver.log") as query:
+        nodes = {"/".join(n["assetKey"]["path"]): n for n in query(UI_QUERY)["assetNodes"]}
+    per_dataset = {"training_dataset", "ensemble_model", "model_comparison", "backtest_report", "champion", "onnx_model"}
+    per_dataset |= {f"{kind}_model" for kind in ("lstm", "cnn", "transformer", "xgboost")}
+    for name in per_dataset:
+        assert nodes[name]["partitionDefinition"] == {"type": "DYNAMIC", "name": "dataset"}, name
+        assert nodes[name]["partitionKeysByDimension"] == [{"name": "default", "partitionKeys": ["default", "wide"]}], name
+    assert nodes["features"]["partitionDefinition"]["type"] == "MULTIPARTITIONED"

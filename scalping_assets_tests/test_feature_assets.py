@@ -1,4 +1,4 @@
-"""The feature assets materialized for real: partitions across day boundaries, checks, metadata."""
+"""The feature and dataset assets materialized for real: partitions across day boundaries, checks, metadata."""
 
 from datetime import date
 from pathlib import Path
@@ -10,11 +10,11 @@ import pytest
 from scalping_assets.definitions import build_resources, defs
 from scalping_assets.features.batch import compute_features
 from scalping_assets.features.dataset import Dataset
-from scalping_assets.features.labels import LabelSpec, label_frame
 from scalping_assets.features.registry import WARMUP_TICKS
 from scalping_assets.market.simulator import simulator
 from scalping_assets.partitions import tick_partition
 from scalping_assets.records import DatasetRecord
+from scalping_assets.settings import Settings
 from scalping_assets_tests.feature_helpers import assert_same_features
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -25,7 +25,7 @@ SYMBOLS = ["SIG_AR1", "CRASH500"]
 @pytest.fixture(scope="module")
 def materialized(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
-    resources = build_resources(str(data), seed=11)
+    resources = build_resources(Settings(data_dir=data, seed=11))
     with dg.instance_for_test() as instance:
         for job in ("ticks_job", "features_job"):
             for day in DAYS:
@@ -35,10 +35,12 @@ def materialized(tmp_path_factory):
                     )
                     assert result.success
                     assert all(c.passed for c in result.get_asset_check_evaluations()), (job, day, symbol)
+        instance.add_dynamic_partitions("dataset", ["two"])
         dataset = defs.resolve_job_def("dataset_job").execute_in_process(
             instance=instance,
             resources=resources,
-            run_config={**QUIET, "ops": {"training_dataset": {"config": {"symbols": SYMBOLS, "name": "two"}}}},
+            run_config={**QUIET, "ops": {"training_dataset": {"config": {"symbols": SYMBOLS}}}},
+            partition_key="two",
         )
         yield data, resources, dataset
 
@@ -59,19 +61,6 @@ def test_features_of_a_day_equal_the_continuous_computation_across_the_boundary(
         assert undefined.sum() == WARMUP_TICKS and undefined[:WARMUP_TICKS].all(), "only the first stored day warms up"
 
 
-def test_labels_of_a_day_resolve_in_the_next_day(materialized):
-    data, resources, _ = materialized
-    labels = resources["label_store"].store().read_day("SIG_AR1", date(2026, 1, 2))
-    continuous = simulator("SIG_AR1", 11).days(date(2026, 1, 1), date(2026, 1, 3))
-    day_rows = np.searchsorted(continuous["epoch"].to_numpy(), labels["epoch"].to_numpy())
-    expected = label_frame(continuous, 0.001, LabelSpec()).iloc[day_rows].reset_index(drop=True)
-    assert labels.equals(expected), "a day's labels equal those of the continuous series"
-    assert (labels["direction"] >= 0).all(), "the day's last ticks resolve with the next day's first ticks"
-    assert (labels["barrier"] >= 0).all(), "the first ticks take their volatility from the previous day"
-    last_day = resources["label_store"].store().read_day("SIG_AR1", date(2026, 1, 3))
-    assert (last_day["direction"].tail(10) == -1).all(), "no next day stored: the tail stays unresolved"
-
-
 def test_training_dataset_asset_writes_a_checked_dataset_with_plots(materialized):
     data, resources, result = materialized
     assert result.success
@@ -84,7 +73,7 @@ def test_training_dataset_asset_writes_a_checked_dataset_with_plots(materialized
     assert meta["range"].value == "2026-01-02 .. 2026-01-03"
     dataset = Dataset.load(data / "datasets" / "two")
     assert set(dataset.frame["symbol"]) == set(SYMBOLS)
-    record = resources["records"].store().load(["training_dataset"], DatasetRecord)  # what the checks read
+    record = resources["records"].store().load(["training_dataset", "two"], DatasetRecord)  # what the checks read
     assert Path(record.path) == data / "datasets" / "two" and record.fingerprint == dataset.meta.fingerprint
     assert record.rows == dataset.meta.rows
     assert dataset.meta.fitted.keys() == set(SYMBOLS)
@@ -93,10 +82,12 @@ def test_training_dataset_asset_writes_a_checked_dataset_with_plots(materialized
 def _dataset_failure(resources, config: dict) -> str:
     """Run training_dataset with `config`; it must fail, and this is its error message."""
     with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("dataset", ["bad"])
         result = defs.resolve_job_def("dataset_job").execute_in_process(
             instance=instance,
             resources=resources,
             run_config={**QUIET, "ops": {"training_dataset": {"config": {"symbols": SYMBOLS, **config}}}},
+            partition_key="bad",
             raise_on_error=False,
         )
     assert not result.success

@@ -9,6 +9,7 @@ import pytest
 from scalping_assets.definitions import build_resources, defs
 from scalping_assets.market.quality import TICK_CHECKS
 from scalping_assets.partitions import tick_partition
+from scalping_assets.settings import Settings
 
 from .conftest import REPO_ROOT
 
@@ -29,7 +30,7 @@ def _materialize(instance: dg.DagsterInstance, data_dir: str) -> dg.ExecuteInPro
     return defs.resolve_job_def("ticks_job").execute_in_process(
         partition_key=tick_partition("2026-01-02", "JD50"),
         instance=instance,
-        resources=build_resources(data_dir),
+        resources=build_resources(Settings(data_dir=data_dir)),
         run_config=QUIET,
     )
 

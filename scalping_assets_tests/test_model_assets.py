@@ -12,32 +12,43 @@ from scalping_assets.definitions import build_resources, defs
 from scalping_assets.features.dataset import DatasetSpec, build_dataset, save_walk_forward, walk_forward_datasets
 from scalping_assets.market.simulator import simulator
 from scalping_assets.models.tracking import CHAMPION, PARENT_TAG
-from scalping_assets.records import BacktestRecord, ExportRecord, GateRecord, ModelRecord
+from scalping_assets.records import BacktestRecord, DatasetRecord, ExportRecord, GateRecord, ModelRecord
 from scalping_assets.schedules import champion_promoted_sensor
+from scalping_assets.settings import Settings
 from serving.bundle import OnnxPredictor
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+DATASET = "sig"
 FAST = {"epochs": 1, "max_train_windows": 1_000, "seeds": [0, 1]}
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     data = tmp_path_factory.mktemp("data")
-    resources = build_resources(str(data), seed=3)
+    resources = build_resources(Settings(data_dir=data, seed=3))
     spec = DatasetSpec(symbols=["SIG_AR1"], start=date(2026, 1, 2), end=date(2026, 1, 2), sequence_length=20)
     ticks = simulator("SIG_AR1", 3).days(date(2026, 1, 1), date(2026, 1, 2))
     for day in (date(2026, 1, 1), date(2026, 1, 2)):
         resources["tick_store"].store().write_day("SIG_AR1", day, simulator("SIG_AR1", 3).day(day))
-    folder = build_dataset(spec, {"SIG_AR1": ticks}).save(resources["dataset_store"].folder("default"))
+    dataset = build_dataset(spec, {"SIG_AR1": ticks})
+    folder = dataset.save(resources["dataset_store"].folder(DATASET))
     save_walk_forward(folder, walk_forward_datasets(spec, {"SIG_AR1": ticks}, folds=2))
+    meta = dataset.meta  # the record training_dataset would have written
+    record = DatasetRecord(name=DATASET, path=str(folder), fingerprint=meta.fingerprint, symbols=spec.symbols,
+                           start=spec.start, end=spec.end, rows=meta.rows, dropped=meta.dropped)  # fmt: skip
+    resources["records"].store().save(["training_dataset", DATASET], record)
     config = {"ops": {asset.key.path[-1]: {"config": FAST} for asset in BASE_MODEL_ASSETS}}
     config["ops"]["xgboost_model"]["config"] = FAST | {"walk_forward": True}
     with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("dataset", [DATASET])
         result = defs.resolve_job_def("models_job").execute_in_process(
-            instance=instance, resources=resources, run_config={**QUIET, **config}
+            instance=instance, resources=resources, run_config={**QUIET, **config}, partition_key=DATASET
         )
         evaluation = defs.resolve_job_def("evaluation_job").execute_in_process(
-            instance=instance, resources=resources, run_config={**QUIET, "ops": {"backtest_report": {"config": {"draws": 50}}}}
+            instance=instance,
+            resources=resources,
+            run_config={**QUIET, "ops": {"backtest_report": {"config": {"draws": 50}}}},
+            partition_key=DATASET,
         )
         yield result, resources, evaluation, instance
 
@@ -85,10 +96,10 @@ def test_every_candidate_is_backtested_and_the_gate_decides(run):
     result, resources, evaluation, _ = run
     assert evaluation.success
     records = resources["records"].store()
-    report = records.load(["backtest_report"], BacktestRecord)
+    report = records.load(["backtest_report", DATASET], BacktestRecord)
     assert len(report.results) == 9, "4 families x 2 seeds and the ensemble"
     assert report.trials >= 9
-    trained = {c.run_id for a in MODEL_ASSETS for c in records.load([a.key.path[-1]], ModelRecord).candidates}
+    trained = {c.run_id for a in MODEL_ASSETS for c in records.load([a.key.path[-1], DATASET], ModelRecord).candidates}
     assert {r.candidate.run_id for r in report.results} == trained
     tracker = resources["mlflow_store"].tracker()
     for result in report.results:
@@ -98,7 +109,7 @@ def test_every_candidate_is_backtested_and_the_gate_decides(run):
         assert result.verdict.startswith(("The edge is", "No trades"))
     shown = evaluation.asset_materializations_for_node("backtest_report")[0].metadata
     assert "data:image/png;base64," in next(v.value for k, v in shown.items() if k.startswith("plots_"))
-    gate = records.load(["champion"], GateRecord)
+    gate = records.load(["champion", DATASET], GateRecord)
     assert gate.registered_model == "scalping-SIG_AR1-h10"
     assert set(gate.failures) == {r.candidate.name for r in report.results}
     champion = tracker.alias_version(gate.registered_model, CHAMPION)
@@ -125,21 +136,25 @@ def test_the_champion_is_exported_to_onnx_with_parity_checks(run):
         instance=instance,
         resources=resources,
         run_config={**QUIET, "ops": {"champion": {"config": LENIENT_GATE}}},
+        partition_key=DATASET,
     )
     assert gate.success
-    decision = resources["records"].store().load(["champion"], GateRecord)
+    decision = resources["records"].store().load(["champion", DATASET], GateRecord)
     context = dg.build_sensor_context(instance=instance, resources={"records": resources["records"]})
     tick = champion_promoted_sensor.evaluate_tick(context)
     if decision.promoted:
         assert [r.run_key for r in tick.run_requests] == [f"{decision.registered_model}:{decision.champion}"]
+        assert [r.partition_key for r in tick.run_requests] == [DATASET], "the export of the same dataset"
     else:
         assert not tick.run_requests and "kept the champion" in tick.skip_message
-    exported = defs.resolve_job_def("serving_job").execute_in_process(instance=instance, resources=resources, run_config=QUIET)
+    exported = defs.resolve_job_def("serving_job").execute_in_process(
+        instance=instance, resources=resources, run_config=QUIET, partition_key=DATASET
+    )
     assert exported.success
     checks = {c.check_name: c for c in exported.get_asset_check_evaluations()}
     assert checks["fp32_parity"].passed and checks["fp32_parity"].metadata["max_abs_diff"].value <= 1e-4
     assert "int8_agreement" in checks
-    record = resources["records"].store().load(["onnx_model"], ExportRecord)
+    record = resources["records"].store().load(["onnx_model", DATASET], ExportRecord)
     tracker = resources["mlflow_store"].tracker()
     name = record.registered_model
     assert record.versions[CHAMPION] == tracker.alias_version(name, CHAMPION)

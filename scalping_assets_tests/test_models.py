@@ -19,9 +19,8 @@ from scalping_assets.models.losses import FocalLoss, balanced_class_weights
 from scalping_assets.models.nets import CNNMicrostructure, LSTMScalper, TransformerScalper
 from scalping_assets.models.pipeline import train_candidate
 from scalping_assets.models.tracking import Tracker
-from scalping_assets.models.train import predict_proba
-from scalping_assets.models.trees import predict_tree
 from scalping_assets.models.walk_forward import log_walk_forward, model_fit_predict, walk_forward
+from scalping_assets.settings import Settings
 
 HORIZON = 10
 # Small and quick: a day of ticks, 50-tick windows, a few thousand training windows.
@@ -76,12 +75,8 @@ def test_models_come_back_from_mlflow_predicting_exactly_the_same(planted, track
     dataset, candidates = planted
     windows = dataset.windows("test")
     for candidate in candidates:
-        if candidate.model.net is not None:
-            loaded = tracker.load_model("pytorch", candidate.model_uri)
-            again = predict_proba(loaded, windows)
-        else:
-            loaded = tracker.load_model("xgboost", candidate.model_uri)
-            again = predict_tree(loaded, windows.x[windows.ends], dataset.feature_names)
+        family = candidate.model.family
+        again = family.predict(family.load(tracker, candidate.model_uri), windows)
         assert np.array_equal(again, candidate.test_proba), candidate.name
         version = tracker.client.get_model_version(candidate.registered_name, candidate.version)
         assert version.tags["model_type"] == candidate.model.config.kind
@@ -195,5 +190,5 @@ def test_two_trackers_in_one_process_keep_to_their_own_stores_and_leave_mlflows_
     # The user's setting and the process's fluent URIs are as they were.
     assert os.environ["MLFLOW_TRACKING_URI"] == "http://mlflow.example:5000"
     assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before and mlflow.active_run() is None
-    resources = build_resources(str(tmp_path / "data"))
-    assert resources["mlflow_store"].tracking_uri == "http://mlflow.example:5000"
+    resources = build_resources(Settings(data_dir=tmp_path / "data"))
+    assert resources["mlflow_store"].process_config_and_initialize().tracking_uri == "http://mlflow.example:5000"

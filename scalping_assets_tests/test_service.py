@@ -14,8 +14,8 @@ from websockets.sync.client import connect
 from scalping_assets.backtest.promotion import CHAMPION, PREVIOUS, rollback
 from scalping_assets.testing.bentoml_server import bentoml_server
 from serving.bundle import OnnxPredictor
+from serving.models import bucket
 from serving.predlog import features_digest, read_log
-from serving.service import bucket
 
 from .serving_helpers import SYMBOL
 

@@ -22,18 +22,19 @@ from scalping_assets.features.fitted import FittedFeatures
 from scalping_assets.features.labels import CLASSES
 from scalping_assets.features.stream import FeatureState
 from scalping_assets.market.symbols import get_symbol
+from scalping_assets.models.family import PROBABILITIES, Input
 
 ARTIFACT_PATH = "onnx"  # where a version's run holds its bundle
 MANIFEST = "manifest.json"
-PROBABILITIES = "probabilities"
 Precision = Literal["fp32", "int8"]
 
 
 class Part(BaseModel):
-    """One ONNX graph; `input` says what it reads: the whole window (B, L, F) or its last row (B, F)."""
+    """One ONNX graph, named by its model family's kind; `input` says what it reads: the whole window
+    (B, L, F) or its last row (B, F)."""
 
     name: str
-    input: Literal["window", "features"]
+    input: Input
     fp32: str
     int8: str | None = None  # kept only where it was faster and agreed with FP32
 

@@ -1,93 +1,40 @@
 """Export a registered model version to a serving bundle: ONNX graphs with a fixed look-back window
-and a dynamic batch axis, an INT8 dynamically quantised variant of every neural part, and the
-parity and latency measured on the dataset's test span.
+and a dynamic batch axis, an INT8 dynamically quantised variant of every part whose family can use
+one, and the parity and latency measured on the dataset's test span.
 
-Sequence nets go through `torch.onnx.export` with a softmax on top; XGBoost through onnxmltools (its
-TreeEnsemble op keeps XGBoost's float32 thresholds, so nothing is lost); the stacked ensemble as its
-base graphs plus the logistic-regression meta-learner (skl2onnx). INT8 is kept only where it is
-faster than FP32 and agrees with it on at least `min_agreement` of the test windows' classes.
+Each part is a model family's native model, converted by its family (`ModelFamily.to_onnx`) and
+checked against the family's own predictions; the stacked ensemble is its base parts plus the
+logistic-regression meta-learner (skl2onnx). INT8 is kept only where it is faster than FP32 and
+agrees with it on at least `min_agreement` of the test windows' classes.
 """
 
 from __future__ import annotations
 
-import io
 import shutil
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
-from onnxmltools.convert import convert_xgboost
-from onnxmltools.convert.common.data_types import FloatTensorType
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from skl2onnx import to_onnx
 
 from scalping_assets.features.dataset import Dataset, SequenceWindows
-from scalping_assets.models.config import SEQUENCE_KINDS
 from scalping_assets.models.ensemble import BASES_ARTIFACT
+from scalping_assets.models.families import family
+from scalping_assets.models.family import ModelFamily
 from scalping_assets.models.tracking import Tracker
-from scalping_assets.models.train import predict_proba
-from scalping_assets.models.trees import predict_tree
 
-from .bundle import ARTIFACT_PATH, PROBABILITIES, Manifest, OnnxPredictor, Part, write_manifest
+from .bundle import ARTIFACT_PATH, Manifest, OnnxPredictor, Part, write_manifest
 
 FP32_TOLERANCE = 1e-4  # max |Δprob| between the FP32 graph and the trained model
-TORCH_OPSET = 17
-XGBOOST_OPSET = 15  # the highest onnxmltools' XGBoost converter supports
+META_OPSET = 17
 
 
 class ExportError(ValueError):
     pass
-
-
-@dataclass
-class Reference:
-    """A part as trained (torch net or XGBoost booster), the truth the ONNX graph is checked against."""
-
-    name: str
-    net: torch.nn.Module | None = None
-    booster: object | None = None
-
-    def predict(self, windows: SequenceWindows, feature_names: list[str]) -> np.ndarray:
-        if self.net is not None:
-            return predict_proba(self.net, windows)
-        return predict_tree(self.booster, windows.x[windows.ends], feature_names)
-
-    def to_onnx(self, n_features: int, window: int) -> tuple[bytes, str]:
-        if self.net is not None:
-            net = torch.nn.Sequential(self.net, torch.nn.Softmax(dim=1)).eval()
-            buffer = io.BytesIO()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-                torch.onnx.export(
-                    net,
-                    (torch.zeros(1, window, n_features),),
-                    buffer,
-                    input_names=["window"],
-                    output_names=[PROBABILITIES],
-                    dynamic_axes={"window": {0: "batch"}, PROBABILITIES: {0: "batch"}},
-                    opset_version=TORCH_OPSET,
-                    dynamo=False,
-                )
-            return buffer.getvalue(), "window"
-        booster = self.booster[: self.booster.best_iteration + 1]
-        booster.feature_names = None  # the converter wants f0..fN
-        model = convert_xgboost(
-            booster, initial_types=[("features", FloatTensorType([None, n_features]))], target_opset=XGBOOST_OPSET
-        )
-        return model.SerializeToString(), "features"
-
-
-def _load_reference(tracker: Tracker, name: str, kind: str, model_uri: str) -> Reference:
-    if kind in SEQUENCE_KINDS:
-        return Reference(name, net=tracker.load_model("pytorch", model_uri, map_location="cpu").eval())
-    if kind == "xgboost":
-        return Reference(name, booster=tracker.load_model("xgboost", model_uri))
-    raise ExportError(f"no ONNX export for model type {kind!r}")
 
 
 @dataclass
@@ -113,28 +60,33 @@ class ExportReport:
         }
 
 
-def _version_parts(tracker: Tracker, name: str, version: str) -> tuple[str, list[tuple[str, str, str]], object | None]:
-    """(model type, [(part name, kind, model uri)], the ensemble's meta-learner or None)."""
+def _family(name: str, version: str, kind: str | None) -> ModelFamily:
+    try:
+        return family(kind)
+    except ValueError as exc:
+        raise ExportError(f"{name} v{version}: no ONNX export for model type {kind!r} ({exc})") from exc
+
+
+def _version_parts(tracker: Tracker, name: str, version: str) -> tuple[str, list[tuple[ModelFamily, str]], object | None]:
+    """(model type, [(family, model uri)] of its parts, the ensemble's meta-learner or None)."""
     run_id = tracker.version_run_id(name, version)
     kind = tracker.run_tags(run_id).get("model_type")
     uri = f"models:/{name}/{version}"
     if kind != "ensemble":
-        return kind, [(kind, kind, uri)], None
+        return kind, [(_family(name, version, kind), uri)], None
     try:
         bases = tracker.load_dict(run_id, BASES_ARTIFACT)["bases"]
     except FileNotFoundError as exc:  # an ensemble logged before its bases were recorded
         raise ExportError(f"{name} v{version} is an ensemble without {BASES_ARTIFACT}: retrain it to export") from exc
-    return kind, [(b["kind"], b["kind"], b["model_uri"]) for b in bases], tracker.load_model("sklearn", uri)
+    parts = [(_family(name, version, b["kind"]), b["model_uri"]) for b in bases]
+    return kind, parts, tracker.load_model("sklearn", uri)
 
 
-def quantise(folder: Path, parts: list[Part]) -> bool:
-    """Write an INT8 variant (dynamic quantisation of the weights) of every neural part beside its FP32
-    graph and point the part at it; False when no part can be (trees have no MatMul to quantise)."""
-    for part in parts:
-        if part.input == "window":
-            part.int8 = part.fp32.removesuffix(".onnx") + ".int8.onnx"
-            quantize_dynamic(folder / part.fp32, folder / part.int8, weight_type=QuantType.QInt8)
-    return any(part.int8 for part in parts)
+def quantise(folder: Path, part: Part) -> None:
+    """Write the INT8 variant of `part` (dynamic quantisation of its weights) beside its FP32 graph and
+    point the part at it."""
+    part.int8 = part.fp32.removesuffix(".onnx") + ".int8.onnx"
+    quantize_dynamic(folder / part.fp32, folder / part.int8, weight_type=QuantType.QInt8)
 
 
 def latency_us(
@@ -185,18 +137,20 @@ def export_version(
         )
     kind, specs, meta_learner = _version_parts(tracker, name, version)
     n_features, window = len(dataset.feature_names), dataset.meta.spec.sequence_length
-    references = [_load_reference(tracker, part, part_kind, uri) for part, part_kind, uri in specs]
+    references = [(part_family, part_family.load(tracker, uri)) for part_family, uri in specs]  # the trained parts
     parts = []
-    for i, reference in enumerate(references):
-        graph, input_kind = reference.to_onnx(n_features, window)
-        fp32 = f"part{i}_{reference.name}.onnx"
-        (folder / fp32).write_bytes(graph)
-        parts.append(Part(name=reference.name, input=input_kind, fp32=fp32))
-    quantisable = quantise(folder, parts)
+    for i, (part_family, model) in enumerate(references):
+        # A part is named by its family's kind: what reads the bundle can find the family again.
+        fp32 = f"part{i}_{part_family.kind}.onnx"
+        (folder / fp32).write_bytes(part_family.to_onnx(model, n_features, window))
+        parts.append(Part(name=part_family.kind, input=part_family.input, fp32=fp32))
+    quantisable = [part for part, (part_family, _) in zip(parts, references, strict=True) if part_family.quantisable]
+    for part in quantisable:
+        quantise(folder, part)
     meta_file = None
     if meta_learner is not None:
         example = np.zeros((1, 3 * len(parts)), np.float32)
-        graph = to_onnx(meta_learner, example, options={id(meta_learner): {"zipmap": False}}, target_opset=TORCH_OPSET)
+        graph = to_onnx(meta_learner, example, options={id(meta_learner): {"zipmap": False}}, target_opset=META_OPSET)
         onnx.save(graph, folder / "meta.onnx")
         meta_file = "meta.onnx"
     manifest = Manifest(
@@ -216,7 +170,7 @@ def export_version(
     write_manifest(folder, manifest)
 
     windows = dataset.windows("test")
-    truth_parts = [reference.predict(windows, dataset.feature_names) for reference in references]
+    truth_parts = [part_family.predict(model, windows) for part_family, model in references]
     truth = truth_parts[0] if meta_learner is None else meta_learner.predict_proba(np.hstack(truth_parts))
     fp32 = OnnxPredictor(folder, "fp32")
     fp32_proba = predict_windows(fp32, windows)
@@ -230,10 +184,9 @@ def export_version(
         latency["int8"] = latency_us(int8.predict_scaled, singles, latency_repeats)
         keep_int8 = agreement >= min_agreement and latency["int8"]["p50"] < latency["fp32"]["p50"]
     if not keep_int8:
-        for part in parts:
-            if part.int8:
-                (folder / part.int8).unlink()
-                part.int8 = None
+        for part in quantisable:
+            (folder / part.int8).unlink()
+            part.int8 = None
     manifest.precision = "int8" if keep_int8 else "fp32"
     logged = fp32_diff <= FP32_TOLERANCE
     report = ExportReport(manifest, folder, fp32_diff, agreement, keep_int8, logged, latency, len(truth))

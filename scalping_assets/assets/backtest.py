@@ -5,16 +5,18 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
-from pydantic import Field, create_model
+from pydantic import Field
 
+from scalping_assets.assets.config import SpecConfig, spec_config
 from scalping_assets.assets.models import MODEL_ASSETS, model_ins, present_models
 from scalping_assets.backtest.engine import ExecutionConfig
 from scalping_assets.backtest.promotion import GateCandidate, GateCriteria, promote
 from scalping_assets.backtest.report import backtest_predictions
 from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_report, trial_sharpes
 from scalping_assets.features.dataset import DatasetMeta
+from scalping_assets.partitions import DATASETS
 from scalping_assets.plotting import markdown_image
-from scalping_assets.records import BacktestRecord, BacktestResult, GateRecord, ModelRecord
+from scalping_assets.records import BacktestRecord, BacktestResult, DatasetRecord, GateRecord, ModelRecord
 from scalping_assets.resources import FolderResource, MLflowResource, TickStoreResource
 
 TABLE_COLUMNS = (
@@ -30,23 +32,24 @@ TABLE_COLUMNS = (
 WARMUP_SECONDS = 3600  # ticks before the test span that set the RMS move of sigma barriers
 
 
-def _fields(model) -> dict:
-    return {name: (field.annotation, field) for name, field in model.model_fields.items()}
-
-
-class _BacktestOptions(dg.Config):
-    dataset: str = Field(default="default", description="name of the training_dataset folder")
+class _BacktestOptions(SpecConfig):
     symbols: list[str] = Field(default_factory=list, description="symbols to trade (empty: every symbol of the dataset)")
     draws: int = Field(default=200, ge=10, description="random-entry draws of the baseline")
     seed: int = 0
+    max_hold_ticks: int | None = Field(
+        default=None, ge=1, description="timeout in ticks; empty: the ticks the dataset's target looks ahead"
+    )
 
-    def execution(self) -> ExecutionConfig:
-        return ExecutionConfig(**self.model_dump(include=set(ExecutionConfig.model_fields)))
+    def execution(self, target_lookahead: int) -> ExecutionConfig:
+        # The default exit is the label's own horizon: the model was trained to call that move.
+        fields = self.model_dump(include=set(ExecutionConfig.model_fields))
+        return ExecutionConfig(**fields | {"max_hold_ticks": self.max_hold_ticks or target_lookahead})
 
 
-# The execution fields are ExecutionConfig's own, so the UI's config form and the engine cannot drift apart.
-BacktestConfig = create_model("BacktestConfig", __base__=_BacktestOptions, **_fields(ExecutionConfig))
-GateConfig = create_model("GateConfig", __base__=dg.Config, **_fields(GateCriteria))
+# The execution fields are ExecutionConfig's own, constraints included, so the UI's config form and
+# the engine cannot drift apart.
+BacktestConfig = spec_config(ExecutionConfig, "BacktestConfig", exclude={"max_hold_ticks"}, base=_BacktestOptions)
+GateConfig = spec_config(GateCriteria, "GateConfig")
 
 
 def _table(results: list[BacktestResult]) -> dg.TableMetadataValue:
@@ -67,7 +70,8 @@ def _table(results: list[BacktestResult]) -> dg.TableMetadataValue:
 
 
 @dg.asset(
-    ins=model_ins(MODEL_ASSETS, optional=True),
+    ins={"training_dataset": dg.AssetIn(), **model_ins(MODEL_ASSETS, optional=True)},
+    partitions_def=DATASETS,
     group_name="evaluation",
     io_manager_key="records",
     kinds={"mlflow", "html"},
@@ -76,27 +80,25 @@ def _table(results: list[BacktestResult]) -> dg.TableMetadataValue:
 def backtest_report(
     context: dg.AssetExecutionContext,
     config: BacktestConfig,
-    dataset_store: FolderResource,
     tick_store: TickStoreResource,
     report_store: FolderResource,
     mlflow_store: MLflowResource,
+    training_dataset: DatasetRecord,
     **models: ModelRecord | None,
 ) -> dg.MaterializeResult:
-    meta_path = dataset_store.folder(config.dataset) / "meta.json"
-    if not meta_path.exists():
-        raise dg.Failure(f"no dataset {config.dataset!r}: materialize training_dataset first")
-    meta = DatasetMeta.model_validate_json(meta_path.read_text())
+    name = context.partition_key
+    meta = DatasetMeta.model_validate_json((Path(training_dataset.path) / "meta.json").read_text())
     unknown = sorted(set(config.symbols) - set(meta.spec.symbols))
     if unknown:
-        raise dg.Failure(f"symbols {unknown} are not in dataset {config.dataset!r} ({meta.spec.symbols})")
+        raise dg.Failure(f"symbols {unknown} are not in dataset {name!r} ({meta.spec.symbols})")
     symbols = config.symbols or meta.spec.symbols
     start, end = meta.boundaries[1], meta.spec.end_epoch
     store = tick_store.store()
     ticks = {s: store.read(s, start - WARMUP_SECONDS, end) for s in symbols}
     tracker = mlflow_store.tracker()
     runs = candidate_runs(tracker)
-    execution = config.execution()
-    folder = report_store.folder(config.dataset)
+    execution = config.execution(meta.spec.target_lookahead)
+    folder = report_store.folder(name)
     results, plots = [], {}
     for candidate in [c for record in present_models(context, models) for c in record.candidates]:
         predictions = load_predictions(tracker, candidate.run_id)
@@ -120,7 +122,7 @@ def backtest_report(
         results.append(BacktestResult(candidate=candidate, summary=summary, verdict=report.verdict, html=str(html)))
         plots[candidate.name] = report.plots
     record = BacktestRecord(
-        dataset=config.dataset,
+        dataset=name,
         symbols=symbols,
         start=start,
         end=end,
@@ -149,6 +151,7 @@ def backtest_report(
 
 
 @dg.asset(
+    partitions_def=DATASETS,
     group_name="evaluation",
     io_manager_key="records",
     kinds={"mlflow"},
@@ -165,7 +168,7 @@ def champion(
             f"the candidates belong to {len(registered)} registered models ({sorted(registered)}): gate one dataset at a time"
         )
     name = registered.pop()
-    criteria = GateCriteria(**config.model_dump())
+    criteria = config.to_spec()
     candidates = [GateCandidate(r.candidate.name, r.candidate.version, r.summary) for r in results]
     decision = promote(tracker, name, candidates, criteria)
     context.log.info(decision.message)

@@ -1,29 +1,29 @@
-"""Feature, label and dataset assets: thin wiring around `scalping_assets.features`."""
+"""Feature and dataset assets: thin wiring around `scalping_assets.features`."""
 
 from datetime import UTC, date, datetime
-from typing import Literal
 
 import dagster as dg
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, ValidationError
 
+from scalping_assets.assets.config import SpecConfig, spec_config
 from scalping_assets.assets.ticks import partition_day_symbol, ticks
 from scalping_assets.features import registry
-from scalping_assets.features.daily import day_features, day_labels, warmup_rows
+from scalping_assets.features.daily import day_features, warmup_rows
 from scalping_assets.features.dataset import (
+    DATASET_SYMBOLS,
     SPLITS,
     Dataset,
     DatasetSpec,
-    SplitSpec,
     prepare_rows,
     resolve_epochs,
     save_walk_forward,
 )
-from scalping_assets.features.labels import CLASSES, Barriers, LabelSpec, class_balance
+from scalping_assets.features.labels import CLASSES
 from scalping_assets.features.plots import correlation_heatmap_png, mutual_information, mutual_information_png
 from scalping_assets.market.simulator import DEFAULT_ORIGIN
-from scalping_assets.partitions import TICK_PARTITIONS
+from scalping_assets.partitions import DATASETS, TICK_PARTITIONS
 from scalping_assets.plotting import markdown_image
 from scalping_assets.records import DatasetRecord
 from scalping_assets.resources import FolderResource, FrameStoreResource, TickStoreResource
@@ -102,68 +102,18 @@ def features(
     )
 
 
-class LabelsConfig(dg.Config):
-    horizon: int = Field(default=10, description="ticks ahead for the direction label")
-    threshold_bp: float = Field(default=0.0, description="neutral band of the direction label, basis points")
-    take_profit: float = 3.0
-    stop_loss: float = 3.0
-    max_hold_ticks: int = 60
-    barrier_unit: Literal["pips", "sigma"] = "sigma"
-
-    def spec(self) -> LabelSpec:
-        barriers = Barriers(
-            take_profit=self.take_profit, stop_loss=self.stop_loss, max_hold_ticks=self.max_hold_ticks, unit=self.barrier_unit
-        )
-        return LabelSpec(horizon=self.horizon, threshold_bp=self.threshold_bp, barriers=barriers)
-
-
-@dg.asset(
-    partitions_def=TICK_PARTITIONS,
-    deps=[dg.AssetDep(ticks, partition_mapping=_days_around(0, 1))],
-    group_name="features",
-    kinds={"parquet"},
-    description="N-tick direction and triple-barrier labels of one (day, symbol); may resolve in the next day's first ticks.",
-)
-def labels(
-    context: dg.AssetExecutionContext, config: LabelsConfig, tick_store: TickStoreResource, label_store: FrameStoreResource
-) -> dg.MaterializeResult:
-    day, symbol = partition_day_symbol(context)
-    frame, ahead = day_labels(tick_store.store(), symbol, day, config.spec())
-    path = label_store.store().write_day(symbol, day, frame)
-    balance = {kind: class_balance(frame[kind].to_numpy()) for kind in ("direction", "barrier")}
-    unresolved = {kind: int((frame[kind] < 0).sum()) for kind in ("direction", "barrier")}
-    context.log.info(f"{symbol} {day}: {len(frame)} labels, {ahead} look-ahead ticks from the next day, unresolved {unresolved}")
-    return dg.MaterializeResult(
-        metadata={
-            "rows": dg.MetadataValue.int(len(frame)),
-            "lookahead_ticks_from_next_day": dg.MetadataValue.int(ahead),
-            "unresolved": dg.MetadataValue.json(unresolved),
-            "class_balance": _balance_table(balance),
-            "mean_barrier_ticks": dg.MetadataValue.float(float(frame.loc[frame["barrier_ticks"] >= 0, "barrier_ticks"].mean())),
-            "spec": dg.MetadataValue.json(config.spec().model_dump()),
-            "path": dg.MetadataValue.path(str(path)),
-        }
-    )
-
-
-DATASET_SYMBOLS = ["SIG_AR1", "R_100", "CRASH1000"]
-
-
-class DatasetConfig(LabelsConfig):
-    name: str = Field(default="default", description="folder of the dataset under the dataset store")
-    symbols: list[str] = Field(default_factory=lambda: list(DATASET_SYMBOLS))
+class _DatasetOptions(SpecConfig):
+    symbols: list[str] = Field(default_factory=lambda: list(DATASET_SYMBOLS), min_length=1)
     start: str = Field(default="", description="first day (YYYY-MM-DD); empty: the first stored day after the first one")
     end: str = Field(default="", description="last day, inclusive; empty: the last day stored for every symbol")
-    target: Literal["direction", "barrier"] = "direction"
-    sequence_length: int = 100
-    train: float = 0.70
-    validation: float = 0.15
-    test: float = 0.15
-    embargo_ticks: int = 100
     walk_forward_folds: int = Field(
         default=0, ge=0, description="expanding-window walk-forward folds stored beside the dataset (0: none)"
     )
 
+
+# The labels, target, window and split are DatasetSpec's own fields, constraints included; the days
+# are resolved against what is stored when the asset runs.
+class DatasetConfig(spec_config(DatasetSpec, "DatasetFields", exclude={"symbols", "start", "end"}, base=_DatasetOptions)):
     def dataset_spec(self, stored: list[list[date]]) -> DatasetSpec:
         common = sorted(set.intersection(*(set(days) for days in stored))) if stored else []
         if not (self.start and self.end) and not common:
@@ -174,15 +124,11 @@ class DatasetConfig(LabelsConfig):
             end = date.fromisoformat(self.end) if self.end else common[-1]
         except ValueError as exc:
             raise dg.Failure(f"start and end must be YYYY-MM-DD days ({exc})") from exc
-        return DatasetSpec(
-            symbols=self.symbols,
-            start=start,
-            end=end,
-            labels=self.spec(),
-            target=self.target,
-            sequence_length=self.sequence_length,
-            split=SplitSpec(train=self.train, validation=self.validation, test=self.test, embargo_ticks=self.embargo_ticks),
-        )
+        fields = self.model_dump(exclude={"start", "end", "walk_forward_folds"})
+        try:
+            return DatasetSpec.model_validate(fields | {"start": start, "end": end})
+        except ValidationError as exc:
+            raise dg.Failure(f"dataset config: {exc}") from exc
 
 
 def _folds_table(folds: list[Dataset]) -> dg.TableMetadataValue:
@@ -212,7 +158,9 @@ def _day_range(first: date, last: date) -> list[date]:
 
 
 @dg.asset(
-    deps=[features, ticks],
+    partitions_def=DATASETS,
+    # Every stored day may feed a dataset; which ones is the config's choice.
+    deps=[dg.AssetDep(a, partition_mapping=dg.AllPartitionMapping()) for a in (features, ticks)],
     group_name="features",
     kinds={"parquet"},
     io_manager_key="records",
@@ -225,6 +173,7 @@ def training_dataset(
     feature_store: FrameStoreResource,
     dataset_store: FolderResource,
 ) -> dg.MaterializeResult:
+    name = context.partition_key
     store, fstore = tick_store.store(), feature_store.store()
     spec = config.dataset_spec([store.days(symbol) for symbol in config.symbols])
     days = _day_range(spec.start, spec.end)
@@ -241,9 +190,9 @@ def training_dataset(
         context.log.info(f"{symbol}: {len(tick_frames[symbol])} ticks, {len(feature_frames[symbol])} feature rows")
     prepared = prepare_rows(spec, tick_frames, feature_frames)
     dataset = prepared.dataset()
-    folder = dataset.save(dataset_store.folder(config.name))
+    folder = dataset.save(dataset_store.folder(name))
     meta = dataset.meta
-    context.log.info(f"dataset {config.name}: rows {meta.rows}, dropped {meta.dropped}, fingerprint {meta.fingerprint}")
+    context.log.info(f"dataset {name}: rows {meta.rows}, dropped {meta.dropped}, fingerprint {meta.fingerprint}")
     folds = prepared.walk_forward(config.walk_forward_folds) if config.walk_forward_folds else []
     save_walk_forward(folder, folds)
     for k, fold in enumerate(folds, start=1):
@@ -251,12 +200,10 @@ def training_dataset(
     x_train, y_train = dataset.xy("train")
     groups = dataset.rows("train")["symbol"].to_numpy()
     mi = mutual_information(x_train, y_train, groups, dataset.feature_names, stride=spec.target_lookahead)
-    heatmap = correlation_heatmap_png(
-        x_train, groups, dataset.feature_names, f"feature correlation, training span ({config.name})"
-    )
+    heatmap = correlation_heatmap_png(x_train, groups, dataset.feature_names, f"feature correlation, training span ({name})")
     chart = mutual_information_png(mi, f"mutual information with the {spec.target} label, training span")
     record = DatasetRecord(
-        name=config.name,
+        name=name,
         path=str(folder),
         fingerprint=meta.fingerprint,
         symbols=spec.symbols,

@@ -1,16 +1,19 @@
 """Model assets: one per model family, trained on `training_dataset` and tracked in MLflow, and a
 comparison of all candidates on the same test rows."""
 
+from pathlib import Path
+from typing import Literal
+
 import dagster as dg
 import matplotlib.pyplot as plt
 import numpy as np
 from pydantic import Field
 
-from scalping_assets.assets.features import training_dataset
 from scalping_assets.features.dataset import Dataset, load_walk_forward
-from scalping_assets.models.config import MODEL_KINDS, PROFILES, SEQUENCE_KINDS, TrainConfig, profile_config
+from scalping_assets.models.config import MODEL_KINDS, PROFILES, TrainConfig, profile_config
 from scalping_assets.models.ensemble import ensemble_fit_predict, train_ensemble
-from scalping_assets.models.pipeline import Candidate, TrainedModel, train_candidate
+from scalping_assets.models.families import family
+from scalping_assets.models.pipeline import Candidate, load_trained, train_candidate
 from scalping_assets.models.walk_forward import (
     FitPredict,
     WalkForwardResult,
@@ -19,19 +22,21 @@ from scalping_assets.models.walk_forward import (
     walk_forward,
     walk_forward_png,
 )
+from scalping_assets.partitions import DATASETS
 from scalping_assets.plotting import figure_png, markdown_image
-from scalping_assets.records import CandidateRecord, ModelRecord, WalkForwardRecord
-from scalping_assets.resources import FolderResource, MLflowResource
+from scalping_assets.records import CandidateRecord, DatasetRecord, ModelRecord, WalkForwardRecord
+from scalping_assets.resources import MLflowResource
 
 HEADLINE = ("accuracy", "log_loss", "brier", "f1_UP", "f1_DOWN")
 
 
 class ModelConfig(dg.Config):
-    profile: str = Field(default="demo", description=f"one of {PROFILES}")
-    seeds: list[int] = Field(default_factory=lambda: [0], description="one training per seed (the full profile: >= 3)")
-    dataset: str = Field(default="default", description="name of the training_dataset folder")
-    epochs: int | None = Field(default=None, description="override of the profile's epochs")
-    max_train_windows: int | None = Field(default=None, description="override of the profile's training sample")
+    profile: Literal[PROFILES] = Field(default="demo", description="demo: minutes on a laptop; full: the roadmap's sizes")
+    seeds: list[int] = Field(
+        default_factory=lambda: [0], min_length=1, description="one training per seed (the full profile: >= 3)"
+    )
+    epochs: int | None = Field(default=None, ge=1, description="override of the profile's epochs")
+    max_train_windows: int | None = Field(default=None, ge=1, description="override of the profile's training sample")
     walk_forward: bool = Field(default=False, description="also refit and score on the dataset's walk-forward folds")
 
 
@@ -100,16 +105,16 @@ def _candidate_metadata(candidates: list[Candidate], tracker, profile: str, data
 def _model_asset(kind: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=f"{kind}_model",
-        deps=[training_dataset],
+        partitions_def=DATASETS,
         group_name="models",
         io_manager_key="records",
-        kinds={"pytorch" if kind != "xgboost" else "xgboost", "mlflow"},
+        kinds={family(kind).flavor, "mlflow"},
         description=f"{kind} classifier trained per seed, each an MLflow run and a registered model version.",
     )
     def model_asset(
-        context: dg.AssetExecutionContext, config: ModelConfig, dataset_store: FolderResource, mlflow_store: MLflowResource
+        context: dg.AssetExecutionContext, config: ModelConfig, mlflow_store: MLflowResource, training_dataset: DatasetRecord
     ):
-        dataset = Dataset.load(dataset_store.folder(config.dataset))
+        dataset = Dataset.load(training_dataset.path)
         tracker = mlflow_store.tracker()
         parent = tracker.parent_run_id(context.run.run_id, f"dagster {context.run.run_id[:8]}")
         overrides = {
@@ -133,8 +138,7 @@ def _model_asset(kind: str) -> dg.AssetsDefinition:
             walks = [
                 _walk_forward(
                     context,
-                    dataset_store,
-                    config.dataset,
+                    training_dataset,
                     tracker,
                     parent,
                     c.name,
@@ -150,8 +154,7 @@ def _model_asset(kind: str) -> dg.AssetsDefinition:
 
 def _walk_forward(
     context: dg.AssetExecutionContext,
-    dataset_store: FolderResource,
-    dataset_name: str,
+    training_dataset: DatasetRecord,
     tracker,
     parent: str,
     name: str,
@@ -159,7 +162,7 @@ def _walk_forward(
     fit_predict: FitPredict,
 ) -> WalkForwardResult:
     try:
-        folds = load_walk_forward(dataset_store.folder(dataset_name))
+        folds = load_walk_forward(Path(training_dataset.path))
     except FileNotFoundError as exc:
         raise dg.Failure(str(exc)) from exc
 
@@ -192,16 +195,8 @@ BASE_MODEL_ASSETS = [_model_asset(kind) for kind in MODEL_KINDS]
 
 
 class EnsembleConfig(dg.Config):
-    dataset: str = Field(default="default", description="name of the training_dataset folder")
     folds: int = Field(default=2, ge=2, description="time blocks of the training span for out-of-fold predictions")
     walk_forward: bool = Field(default=False, description="also refit bases and stack on the dataset's walk-forward folds")
-
-
-def _load_base(tracker, candidate: CandidateRecord) -> TrainedModel:
-    config, uri = TrainConfig(**candidate.config), candidate.model_uri
-    if config.kind in SEQUENCE_KINDS:
-        return TrainedModel(config, net=tracker.load_model("pytorch", uri), model_uri=uri)
-    return TrainedModel(config, booster=tracker.load_model("xgboost", uri), model_uri=uri)
 
 
 def model_ins(assets: list[dg.AssetsDefinition], optional: bool) -> dict[str, dg.AssetIn]:
@@ -210,7 +205,8 @@ def model_ins(assets: list[dg.AssetsDefinition], optional: bool) -> dict[str, dg
 
 
 @dg.asset(
-    ins=model_ins(BASE_MODEL_ASSETS, optional=False),
+    ins={"training_dataset": dg.AssetIn(), **model_ins(BASE_MODEL_ASSETS, optional=False)},
+    partitions_def=DATASETS,
     group_name="models",
     io_manager_key="records",
     kinds={"sklearn", "mlflow"},
@@ -219,13 +215,14 @@ def model_ins(assets: list[dg.AssetsDefinition], optional: bool) -> dict[str, dg
 def ensemble_model(
     context: dg.AssetExecutionContext,
     config: EnsembleConfig,
-    dataset_store: FolderResource,
     mlflow_store: MLflowResource,
+    training_dataset: DatasetRecord,
     **base_models: ModelRecord,
 ) -> dg.MaterializeResult:
-    dataset = Dataset.load(dataset_store.folder(config.dataset))
+    dataset = Dataset.load(training_dataset.path)
     tracker = mlflow_store.tracker()
-    bases = [_load_base(tracker, base_models[a.key.path[-1]].candidates[0]) for a in BASE_MODEL_ASSETS]
+    firsts = [base_models[a.key.path[-1]].candidates[0] for a in BASE_MODEL_ASSETS]
+    bases = [load_trained(tracker, TrainConfig(**c.config), c.model_uri) for c in firsts]
     parent = tracker.parent_run_id(context.run.run_id, f"dagster {context.run.run_id[:8]}")
     candidate = train_ensemble(
         dataset,
@@ -239,7 +236,7 @@ def ensemble_model(
     walks = []
     if config.walk_forward:
         fit_predict = ensemble_fit_predict([b.config for b in bases], config.folds)
-        walks = [_walk_forward(context, dataset_store, config.dataset, tracker, parent, "ensemble", "ensemble", fit_predict)]
+        walks = [_walk_forward(context, training_dataset, tracker, parent, "ensemble", "ensemble", fit_predict)]
     return _model_output("ensemble", [candidate], tracker, "stack", dataset, walks)
 
 
@@ -289,6 +286,7 @@ def comparison_rows(records: list[ModelRecord]) -> list[dict]:
 
 @dg.asset(
     ins=model_ins(MODEL_ASSETS, optional=True),
+    partitions_def=DATASETS,
     group_name="models",
     description="Every candidate on the same test rows: accuracy (mean ± std over seeds), log-loss, Brier, edge p-value.",
 )

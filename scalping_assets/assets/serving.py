@@ -5,7 +5,8 @@ from pydantic import Field
 
 from scalping_assets.features.dataset import Dataset
 from scalping_assets.models.tracking import CHALLENGER, CHAMPION
-from scalping_assets.records import ExportRecord, GateRecord
+from scalping_assets.partitions import DATASETS
+from scalping_assets.records import DatasetRecord, ExportRecord, GateRecord
 from scalping_assets.resources import FolderResource, MLflowResource
 from serving.export import FP32_TOLERANCE, ExportError, ExportReport, export_version
 
@@ -13,13 +14,12 @@ PARITY_CHECK, INT8_CHECK = "fp32_parity", "int8_agreement"
 
 
 class OnnxConfig(dg.Config):
-    dataset: str = Field(default="default", description="the training_dataset folder the models were trained on")
-    registered_model: str = Field(default="", description="empty: the model the gate decided on")
     challenger: bool = Field(default=True, description="also export the challenger, when there is one")
     min_int8_agreement: float = Field(default=0.99, gt=0, le=1, description="INT8 is kept only at this class agreement or more")
 
 
 @dg.asset(
+    partitions_def=DATASETS,
     group_name="serving",
     io_manager_key="records",
     kinds={"onnx", "mlflow"},
@@ -41,14 +41,14 @@ class OnnxConfig(dg.Config):
 def onnx_model(
     context: dg.AssetExecutionContext,
     config: OnnxConfig,
-    dataset_store: FolderResource,
     bundle_store: FolderResource,
     mlflow_store: MLflowResource,
+    training_dataset: DatasetRecord,
     champion: GateRecord,
 ):  # unannotated: Dagster reads `-> MaterializeResult` on an asset with checks as an output of type Nothing
     tracker = mlflow_store.tracker()
-    name = config.registered_model or champion.registered_model
-    dataset = Dataset.load(dataset_store.folder(config.dataset))
+    name = champion.registered_model
+    dataset = Dataset.load(training_dataset.path)
     aliases = [CHAMPION, CHALLENGER] if config.challenger else [CHAMPION]
     versions = {alias: tracker.alias_version(name, alias) for alias in aliases}
     if versions[CHAMPION] is None:

@@ -16,11 +16,11 @@ from ..models.tracking import CHALLENGER, CHAMPION, PREVIOUS, Tracker
 
 
 class GateCriteria(BaseModel):
-    min_win_rate: float = Field(default=0.65, description="share of trades with positive net P&L, strictly above")
+    min_win_rate: float = Field(default=0.65, ge=0, le=1, description="share of trades with positive net P&L, strictly above")
     min_sharpe: float = Field(default=1.5, description="annualised Sharpe ratio, strictly above")
-    max_drawdown_pct: float = Field(default=15.0, description="of peak equity, strictly below")
-    min_deflated_sharpe: float = Field(default=0.95, description="deflated Sharpe ratio, at least")
-    max_p_value: float = Field(default=0.05, description="p-value against random entries, strictly below")
+    max_drawdown_pct: float = Field(default=15.0, gt=0, description="of peak equity, strictly below")
+    min_deflated_sharpe: float = Field(default=0.95, ge=0, le=1, description="deflated Sharpe ratio, at least")
+    max_p_value: float = Field(default=0.05, gt=0, description="p-value against random entries, strictly below")
     min_trades: int = Field(default=30, ge=1)
 
 

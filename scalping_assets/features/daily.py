@@ -1,8 +1,8 @@
-"""Per-day features and labels across partition boundaries, and a store for derived day frames.
+"""Per-day features across partition boundaries, and a store for derived day frames.
 
 Features of day D are computed on the last WARMUP_TICKS ticks of day D-1 followed by day D, so no
-value depends on where a file starts; only the very first stored day has warm-up rows (NaN). Labels of
-day D may resolve in the first ticks of day D+1, which are read when stored.
+value depends on where a file starts; only the very first stored day has warm-up rows (NaN). Labels
+are not stored per day: a dataset labels its continuous span at once (`features.dataset`).
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ import pyarrow.parquet as pq
 from ..market.store import TickStore, TickStoreError, write_parquet_atomic
 from ..market.symbols import get_symbol
 from .batch import compute_features
-from .labels import SIGMA_WINDOW, LabelSpec, label_frame
 from .registry import WARMUP_TICKS
 
 
 class FrameStore:
-    """Derived frames (features, labels) as `<root>/<symbol>/<YYYY-MM-DD>.parquet`, written atomically."""
+    """Derived frames (features) as `<root>/<symbol>/<YYYY-MM-DD>.parquet`, written atomically."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -59,21 +58,6 @@ def day_features(store: TickStore, symbol: str, day: date) -> tuple[pd.DataFrame
     warmup = previous.tail(WARMUP_TICKS) if previous is not None else ticks.iloc[:0]
     frame = compute_features(pd.concat([warmup, ticks], ignore_index=True), get_symbol(symbol).pip_size)
     return frame.iloc[len(warmup) :].reset_index(drop=True), len(warmup)
-
-
-def day_labels(store: TickStore, symbol: str, day: date, spec: LabelSpec) -> tuple[pd.DataFrame, int]:
-    """(labels of the day's ticks, number of look-ahead ticks taken from the next day).
-
-    Barriers in units of recent volatility also need the SIGMA_WINDOW ticks before each entry, which
-    for the first ticks of the day come from the previous day.
-    """
-    ticks = store.read_day(symbol, day)
-    previous = _neighbour(store, symbol, day - timedelta(days=1))
-    behind = previous.tail(SIGMA_WINDOW) if previous is not None else ticks.iloc[:0]
-    following = _neighbour(store, symbol, day + timedelta(days=1))
-    ahead = following.head(spec.max_lookahead) if following is not None else ticks.iloc[:0]
-    frame = label_frame(pd.concat([behind, ticks, ahead], ignore_index=True), get_symbol(symbol).pip_size, spec)
-    return frame.iloc[len(behind) : len(behind) + len(ticks)].reset_index(drop=True), len(ahead)
 
 
 def warmup_rows(frame: pd.DataFrame) -> np.ndarray:

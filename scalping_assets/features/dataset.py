@@ -32,6 +32,9 @@ from .labels import UNRESOLVED, LabelSpec, class_balance, label_frame
 SPLITS = ("train", "validation", "test")
 
 
+DATASET_SYMBOLS = ["SIG_AR1", "R_100", "CRASH1000"]  # the default: one symbol of each kind of dynamics
+
+
 class SplitSpec(BaseModel):
     train: float = Field(default=0.70, gt=0, lt=1)
     validation: float = Field(default=0.15, gt=0, lt=1)

@@ -1,18 +1,18 @@
-"""One typed config per training: model kind and size, optimisation, sampling, seed; two profiles."""
+"""One typed config per training: model kind and size, optimisation, sampling, seed, the family's
+own hyper-parameters; two profiles."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationInfo, field_validator
 
-ModelKind = Literal["lstm", "cnn", "transformer", "xgboost"]
-MODEL_KINDS: tuple[ModelKind, ...] = ("lstm", "cnn", "transformer", "xgboost")
-SEQUENCE_KINDS = ("lstm", "cnn", "transformer")
+from .families import MODEL_KINDS as MODEL_KINDS  # re-exported: the built-in kinds
+from .families import family
 
 
 class TrainConfig(BaseModel):
-    kind: ModelKind
+    kind: str = Field(description="a registered model family (families.register_family)")
     seed: int = 0
     # torch models
     hidden: int = Field(default=64, ge=1)
@@ -35,6 +35,24 @@ class TrainConfig(BaseModel):
     max_depth: int = Field(default=4, ge=1)
     tree_learning_rate: float = Field(default=0.05, gt=0)
     early_stopping_rounds: int = Field(default=30, ge=1)
+    # The family's own hyper-parameters: checked against its `params` model, kept with the defaults
+    # filled in so that a logged config names every value the fit used.
+    params: dict[str, Any] = Field(
+        default_factory=dict, validate_default=True, description="the model family's own hyper-parameters"
+    )
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, kind: str) -> str:
+        family(kind)
+        return kind
+
+    @field_validator("params")
+    @classmethod
+    def _family_params(cls, params: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if "kind" not in info.data:  # an unknown kind, reported as such
+            return params
+        return family(info.data["kind"]).params.model_validate(params).model_dump()
 
 
 _PROFILES: dict[str, dict] = {
@@ -50,7 +68,7 @@ _PROFILES: dict[str, dict] = {
 PROFILES = tuple(_PROFILES)
 
 
-def profile_config(profile: str, kind: ModelKind, seed: int = 0, **overrides) -> TrainConfig:
+def profile_config(profile: str, kind: str, seed: int = 0, **overrides) -> TrainConfig:
     if profile not in _PROFILES:
         raise ValueError(f"unknown profile {profile!r}; one of {PROFILES}")
     return TrainConfig(kind=kind, seed=seed, **{**_PROFILES[profile], **overrides})

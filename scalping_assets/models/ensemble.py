@@ -17,7 +17,8 @@ from sklearn.linear_model import LogisticRegression
 
 from ..features.dataset import Dataset, resolve_epochs
 from .config import TrainConfig
-from .pipeline import Candidate, TrainedModel, evaluate_and_log, fit
+from .family import TrainedModel
+from .pipeline import Candidate, evaluate_and_log, fit
 from .tracking import Tracker, registered_model_name
 
 BASES_ARTIFACT = "bases.json"
@@ -93,8 +94,7 @@ def fit_stack(
         for config in configs:
             if on_fold:
                 on_fold(i, config)
-            model: TrainedModel = fit(fold, config)
-            proba, labels = model.predict(fold, "test")
+            proba, labels = fit(fold, config).predict(fold, "test")
             probabilities.append(proba)
         oof_features.append(np.hstack(probabilities))
         oof_labels.append(labels)
@@ -133,9 +133,19 @@ def train_ensemble(
         example = np.hstack([p[:4] for p, _ in predictions])
         model_uri = run.model("sklearn", stack.meta, "meta_learner", example)
         version = tracker.register(model_uri, registered, tags)
-    config = {"folds": folds, "bases": [c.model_dump() for c in configs]}
     return Candidate(
-        "ensemble", "ensemble", config, stack, metrics, edge, run.run_id, model_uri, registered, version, proba, labels
+        name="ensemble",
+        kind="ensemble",
+        config={"folds": folds, "bases": [c.model_dump() for c in configs]},
+        model=stack,
+        metrics=metrics,
+        edge=edge,
+        run_id=run.run_id,
+        model_uri=model_uri,
+        registered_name=registered,
+        version=version,
+        test_proba=proba,
+        test_labels=labels,
     )
 
 

@@ -6,53 +6,32 @@ All candidates of a dataset are scored on the same rows: the test rows that have
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
-import xgboost as xgb
 
 from ..features.dataset import Dataset
 from ..features.labels import PROBABILITY_COLUMNS
-from .config import SEQUENCE_KINDS, TrainConfig
-from .metrics import calibration_png, classification_metrics, confusion_png, edge_test, importance_png, learning_curves_png
+from .config import TrainConfig
+from .families import family
+from .family import EpochLog, OnEpoch, TrainedModel
+from .metrics import calibration_png, classification_metrics, confusion_png, edge_test, learning_curves_png
 from .tracking import RunLog, Tracker, registered_model_name
-from .train import EpochLog, predict_proba, train_torch
-from .trees import importance, predict_tree, train_xgboost
 
 
-@dataclass
-class TrainedModel:
-    config: TrainConfig
-    net: torch.nn.Module | None = None
-    booster: xgb.Booster | None = None
-    curves: dict[str, list[float]] = field(default_factory=dict)
-    best_step: int = 0
-    model_uri: str | None = None  # where MLflow holds it, once logged
-
-    def predict(self, dataset: Dataset, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, labels) on the split's rows that have a full window."""
-        windows = dataset.windows(split)
-        labels = windows.y[windows.ends]
-        if self.net is not None:
-            return predict_proba(self.net, windows), labels
-        return predict_tree(self.booster, windows.x[windows.ends], dataset.feature_names), labels
+def fit(dataset: Dataset, config: TrainConfig, on_epoch: OnEpoch | None = None) -> TrainedModel:
+    """Fit `config`'s model family on `dataset`."""
+    return family(config.kind).fit(dataset, config, on_epoch)
 
 
-def fit(dataset: Dataset, config: TrainConfig, on_epoch: Callable[[EpochLog], None] | None = None) -> TrainedModel:
-    if config.kind in SEQUENCE_KINDS:
-        result = train_torch(config, dataset.windows("train"), dataset.windows("validation"), on_epoch)
-        curves = {"train": [h.train_loss for h in result.history], "validation": [h.val_loss for h in result.history]}
-        return TrainedModel(config, net=result.model, curves=curves, best_step=result.best_epoch)
-    x_train, y_train = dataset.xy("train")
-    x_val, y_val = dataset.xy("validation")
-    result = train_xgboost(config, x_train, y_train, x_val, y_val, dataset.feature_names)
-    return TrainedModel(config, booster=result.booster, curves=result.history, best_step=result.best_iteration)
+def load_trained(tracker: Tracker, config: TrainConfig, model_uri: str) -> TrainedModel:
+    """A logged model back from MLflow as its family's fitted model (a base of the ensemble)."""
+    model_family = family(config.kind)
+    return TrainedModel(family=model_family, config=config, model=model_family.load(tracker, model_uri), model_uri=model_uri)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Candidate:
     """A trained, evaluated and logged model."""
 
@@ -75,25 +54,12 @@ def majority_class(dataset: Dataset) -> int:
     return int(np.bincount(labels, minlength=3).argmax())
 
 
-def _log_model(model: TrainedModel, dataset: Dataset, run: RunLog, name: str) -> str:
-    windows = dataset.windows("test")
-    example_rows = windows.ends[:4]
-    if model.net is not None:
-        example, _ = windows[example_rows]
-        with torch.no_grad():
-            output = torch.softmax(model.net(torch.from_numpy(example)), dim=1).numpy()
-        return run.model("pytorch", model.net, name, example, output, serialization_format="pickle")
-    example = pd.DataFrame(windows.x[example_rows], columns=dataset.feature_names)
-    output = predict_tree(model.booster, example.to_numpy(), dataset.feature_names)
-    return run.model("xgboost", model.booster, name, example, output)
-
-
 def train_candidate(
     dataset: Dataset,
     config: TrainConfig,
     tracker: Tracker,
     parent_run_id: str | None = None,
-    on_epoch: Callable[[EpochLog], None] | None = None,
+    on_epoch: OnEpoch | None = None,
 ) -> Candidate:
     """Fit, evaluate on the test span, log params/curves/metrics/plots/model, register a version."""
     spec = dataset.meta.spec
@@ -101,7 +67,8 @@ def train_candidate(
     registered = registered_model_name(spec.symbols, spec.labels.horizon)
     tags = {"model_type": config.kind, "dataset_fingerprint": dataset.meta.fingerprint}
     with tracker.run(name, parent=parent_run_id, tags=tags) as run:
-        run.params(config.model_dump() | {"symbols": ",".join(spec.symbols), "horizon": spec.labels.horizon})
+        params = config.model_dump(exclude={"params"}) | {f"params.{k}": v for k, v in config.params.items()}
+        run.params(params | {"symbols": ",".join(spec.symbols), "horizon": spec.labels.horizon})
         run.params({"target": spec.target, "sequence_length": spec.sequence_length, "n_features": len(dataset.feature_names)})
         run.dict(dataset.meta.model_dump(mode="json"), "dataset_meta.json")
 
@@ -119,33 +86,28 @@ def train_candidate(
                 on_epoch(log)
 
         model = fit(dataset, config, log_epoch)
-        if model.booster is not None:
-            for step, (train_loss, val_loss) in enumerate(zip(model.curves["train"], model.curves["validation"], strict=True)):
-                run.metrics({"train_loss": train_loss, "val_loss": val_loss}, step=step + 1)
-            gains = importance(model.booster, dataset.feature_names)
-            run.dict(gains, "feature_importance.json")
-            run.bytes(importance_png(gains, f"{name}: feature importance"), "plots/feature_importance.png")
+        model.family.log_training(model, run, dataset, name)
         proba, labels = model.predict(dataset, "test")
-        xlabel = "epoch" if model.net is not None else "boosting round"
-        run.bytes(learning_curves_png(model.curves, f"{name}: learning curves", xlabel), "plots/learning_curves.png")
+        if model.curves:
+            title = f"{name}: learning curves"
+            run.bytes(learning_curves_png(model.curves, title, model.family.step), "plots/learning_curves.png")
         run.metrics({"best_step": model.best_step})
         metrics, edge = evaluate_and_log(dataset, run, name, proba, labels)
-        model_uri = _log_model(model, dataset, run, "model")
-        model.model_uri = model_uri
-        version = tracker.register(model_uri, registered, tags)
+        model.model_uri = model.family.log(model.model, run, "model", dataset)
+        version = tracker.register(model.model_uri, registered, tags)
     return Candidate(
-        name,
-        config.kind,
-        config.model_dump(),
-        model,
-        metrics,
-        edge,
-        run.run_id,
-        model_uri,
-        registered,
-        version,
-        proba,
-        labels,
+        name=name,
+        kind=config.kind,
+        config=config.model_dump(),
+        model=model,
+        metrics=metrics,
+        edge=edge,
+        run_id=run.run_id,
+        model_uri=model.model_uri,
+        registered_name=registered,
+        version=version,
+        test_proba=proba,
+        test_labels=labels,
     )
 
 

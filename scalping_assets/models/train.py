@@ -8,15 +8,21 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..features.dataset import SequenceWindows
-from .config import TrainConfig
+from .family import EpochLog, OnEpoch
 from .losses import FocalLoss, balanced_class_weights
-from .nets import N_CLASSES, CNNMicrostructure, LSTMScalper, TransformerScalper
+from .nets import N_CLASSES
+
+if TYPE_CHECKING:  # config imports the families, which import this module
+    from .config import TrainConfig
+
+NetBuilder = Callable[["TrainConfig", int], nn.Module]  # (config, number of features) -> an untrained net
 
 
 def seed_everything(seed: int) -> None:
@@ -28,27 +34,6 @@ def seed_everything(seed: int) -> None:
 
 def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def build_net(config: TrainConfig, n_features: int) -> nn.Module:
-    if config.kind == "lstm":
-        return LSTMScalper(n_features, config.hidden, config.layers, config.heads, config.dropout)
-    if config.kind == "cnn":
-        return CNNMicrostructure(n_features, config.hidden, config.layers, config.kernel, config.dropout)
-    if config.kind == "transformer":
-        return TransformerScalper(n_features, config.hidden, config.layers, config.heads, config.dropout)
-    raise ValueError(f"{config.kind} is not a torch model")
-
-
-@dataclass
-class EpochLog:
-    epoch: int
-    train_loss: float
-    val_loss: float
-    val_accuracy: float
-    learning_rate: float
-    seconds: float  # the whole epoch, validation included
-    samples_per_second: float  # training windows per second of the training pass alone
 
 
 @dataclass
@@ -81,11 +66,13 @@ def predict_proba(model: nn.Module, windows: SequenceWindows, index: np.ndarray 
 
 def train_torch(
     config: TrainConfig,
+    build: NetBuilder,
     train: SequenceWindows,
     validation: SequenceWindows,
-    on_epoch: Callable[[EpochLog], None] | None = None,
+    on_epoch: OnEpoch | None = None,
 ) -> TorchResult:
-    """Train a sequence model; the returned model holds the weights of the best validation epoch."""
+    """Train the net `build` makes (after seeding: its initial weights follow the seed); the returned
+    model holds the weights of the best validation epoch."""
     if len(train) == 0 or len(validation) == 0:
         raise ValueError(f"no windows to train on ({len(train)} training, {len(validation)} validation)")
     seed_everything(config.seed)
@@ -93,7 +80,7 @@ def train_torch(
     device = pick_device()
     train_index = _sample(len(train), config.max_train_windows, rng)
     val_index = _sample(len(validation), config.max_eval_windows, rng)
-    model = build_net(config, train.x.shape[1]).to(device)
+    model = build(config, train.x.shape[1]).to(device)
     y_train = train.y[train.ends[train_index]]
     weights = torch.tensor(balanced_class_weights(y_train, N_CLASSES), dtype=torch.float32) if config.class_weights else None
     loss_fn = FocalLoss(config.focal_gamma, weights).to(device)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import xgboost as xgb
 
-from .config import TrainConfig
 from .losses import balanced_class_weights
 from .nets import N_CLASSES
+
+if TYPE_CHECKING:  # config imports the families, which import this module
+    from .config import TrainConfig
 
 
 @dataclass
@@ -51,9 +54,9 @@ def train_xgboost(
     return TreeResult(booster, curves, int(booster.best_iteration))
 
 
-def predict_tree(booster: xgb.Booster, x: np.ndarray, feature_names: list[str]) -> np.ndarray:
-    """Probabilities (n, 3) from the best iteration."""
-    matrix = xgb.DMatrix(x, feature_names=feature_names)
+def predict_tree(booster: xgb.Booster, x: np.ndarray) -> np.ndarray:
+    """Probabilities (n, 3) of flat rows `x` (columns in training order) from the best iteration."""
+    matrix = xgb.DMatrix(x, feature_names=booster.feature_names)
     return booster.predict(matrix, iteration_range=(0, booster.best_iteration + 1))
 
 

@@ -1,0 +1,68 @@
+"""One source for the deployment's settings: folders, URIs, seed and keys, read from the environment.
+
+The Dagster resources (`definitions.build_resources`), the `scalping` CLI and the prediction service
+all start from `Settings()`. Each field names its variable; an explicit argument (a CLI flag, a test)
+wins over the environment, the environment over the default. Secrets are `SecretStr`: they never
+appear in a repr, a log line or the Dagster UI.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _env(name: str) -> AliasChoices:
+    # Field name for keyword arguments, the variable for the environment.
+    return AliasChoices(name.lower().removeprefix("scalping_"), name)
+
+
+class Settings(BaseSettings):
+    # An empty variable counts as unset: `SCALPING_PREDICTION_LOG=` means the default folder, not the
+    # working directory, and `SCALPING_ACCESS_LOG=` off rather than a validation error.
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True, frozen=True, env_ignore_empty=True)
+
+    data_dir: Path = Field(default=Path("data"), validation_alias=_env("SCALPING_DATA_DIR"))
+    seed: int = Field(default=7, validation_alias=_env("SCALPING_SEED"), description="simulator seed")
+    tracking_uri: str = Field(
+        default="",
+        validation_alias=AliasChoices("tracking_uri", "MLFLOW_TRACKING_URI"),
+        description="empty: SQLite under the data folder",
+    )
+    deriv_url: str = Field(
+        default="",
+        validation_alias=AliasChoices("deriv_url", "DERIV_WS_URL"),
+        description="empty: Deriv's own endpoint",
+    )
+    # The service
+    model: str = Field(default="", validation_alias=_env("SCALPING_MODEL"), description="empty: the latest model with a champion")
+    api_key: SecretStr = Field(default=SecretStr(""), validation_alias=_env("SCALPING_API_KEY"), description="empty: no auth")
+    challenger_share: float = Field(default=0.0, ge=0, le=1, validation_alias=_env("SCALPING_CHALLENGER_SHARE"))
+    precision: Literal["auto", "fp32", "int8"] = Field(default="auto", validation_alias=_env("SCALPING_PRECISION"))
+    prediction_log: Path | None = Field(default=None, validation_alias=_env("SCALPING_PREDICTION_LOG"))
+    bundle_cache: Path | None = Field(default=None, validation_alias=_env("SCALPING_BUNDLE_CACHE"))
+    workers: int = Field(default=2, ge=1, validation_alias=_env("SCALPING_WORKERS"))
+    access_log: bool = Field(default=False, validation_alias=_env("SCALPING_ACCESS_LOG"))
+
+    def folder(self, name: str) -> Path:
+        return self.data_dir / name
+
+    def mlflow_uri(self) -> str:
+        return self.tracking_uri or f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    def prediction_log_dir(self) -> Path:
+        return self.prediction_log or self.folder("predictions")
+
+    def bundle_cache_dir(self) -> Path:
+        return self.bundle_cache or self.folder("serving-cache")
+
+    def env_var(self, field: str) -> str | None:
+        """The variable that set `field`, or None when it was given or defaulted: where the UI says it came from."""
+        for name in type(self).model_fields[field].validation_alias.choices:
+            if name.isupper() and os.environ.get(name) == str(getattr(self, field)):
+                return name
+        return None

@@ -1,0 +1,162 @@
+"""The served models: the registry's `champion` (and `challenger`) as loaded ONNX bundles, kept in
+step across the service's workers, and the route of a client to one of them.
+
+A reload resolves the aliases again; the worker that took it writes the versions it resolved to a
+marker file in the bundle cache, and every other worker loads exactly those on its next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from typing import NamedTuple
+
+from pydantic import BaseModel
+
+from scalping_assets.models.tracking import CHALLENGER, CHAMPION
+from scalping_assets.settings import Settings
+
+from .bundle import OnnxPredictor
+from .metrics import MODEL_INFO
+from .registry import BundleRegistry
+from .schemas import Expected, expect
+
+
+class Pinned(BaseModel):
+    """The versions to serve, as the aliases named them when resolved: what a reload writes to the
+    marker file, so the other workers load these rather than whatever the registry says later."""
+
+    name: str | None
+    versions: dict[str, str]  # alias -> version
+    problems: dict[str, str]  # alias -> why it is not served
+
+
+class ReloadResult(BaseModel):
+    """What POST /reload answers: the version served per alias, whether any changed, what is missing."""
+
+    served: dict[str, str]
+    changed: bool
+    problems: dict[str, str]
+
+
+class Route(NamedTuple):
+    variant: str  # champion or challenger
+    model: OnnxPredictor
+
+
+def bucket(client_id: str) -> float:
+    """A client's fixed place in [0, 1): the same client always lands on the same side of the split."""
+    return int.from_bytes(hashlib.sha256(client_id.encode()).digest()[:8], "big") / 2**64
+
+
+class ModelSet:
+    """The champion and, when a share of clients is routed to it, the challenger of one registered model."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.registry = BundleRegistry(settings.mlflow_uri(), settings.bundle_cache_dir())
+        self.model_name = settings.model
+        self.share = settings.challenger_share
+        self.precision = settings.precision
+        self.loaded: dict[str, OnnxPredictor] = {}  # alias -> model
+        self.problems: dict[str, str] = {}  # alias -> why it is not served
+        self._lock = threading.RLock()
+        self._info_labels: list[tuple[str, str, str]] = []
+        self._marker = self.registry.cache / "reload.marker"
+        # A marker left by an earlier server names versions resolved then: start from the registry instead.
+        self._marker_seen = self._marker_time()
+        self._load(self._resolve())
+
+    @property
+    def ready(self) -> bool:
+        return CHAMPION in self.loaded
+
+    @property
+    def challenger_share(self) -> float:
+        """The share of clients actually routed to the challenger: none while it is not served."""
+        return self.share if CHALLENGER in self.loaded else 0.0
+
+    def route(self, client_id: str | None) -> Route:
+        """The model a client is served by; the champion must be loaded."""
+        if CHALLENGER in self.loaded and client_id and bucket(client_id) < self.share:
+            return Route(CHALLENGER, self.loaded[CHALLENGER])
+        return Route(CHAMPION, self.loaded[CHAMPION])
+
+    def reload(self) -> ReloadResult:
+        """Resolve the aliases again and load whatever changed; the other workers follow."""
+        with self._lock:
+            pinned = self._resolve()
+            result = self._load(pinned)
+            self._marker.parent.mkdir(parents=True, exist_ok=True)
+            staged = self._marker.with_suffix(f".{os.getpid()}")
+            staged.write_text(pinned.model_dump_json())
+            os.replace(staged, self._marker)  # a follower never reads half a file
+            self._marker_seen = self._marker_time()
+        return result
+
+    def follow_reloads(self) -> None:
+        """Load the versions another worker's reload pinned, if it made one since the last look."""
+        seen = self._marker_time()
+        if seen != self._marker_seen:
+            with self._lock:
+                self._marker_seen = seen
+                self._load(Pinned.model_validate_json(self._marker.read_text()))
+
+    def _marker_time(self) -> int:
+        try:
+            return self._marker.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+
+    def _resolve(self) -> Pinned:
+        """The versions the registry's aliases point at now."""
+        try:
+            name = self.model_name or self.registry.default_model_name()
+        except LookupError as exc:
+            return Pinned(name=None, versions={}, problems={CHAMPION: str(exc)})
+        aliases = [CHAMPION] + ([CHALLENGER] if self.share > 0 else [])
+        versions = {alias: self.registry.resolve(name, alias) for alias in aliases}
+        problems = {alias: f"{name} has no {alias}" for alias, version in versions.items() if version is None}
+        return Pinned(name=name, versions={a: v for a, v in versions.items() if v}, problems=problems)
+
+    def _load(self, pinned: Pinned) -> ReloadResult:
+        """Serve the pinned versions (a failing one keeps nothing, but a champion that fails to load
+        keeps the last good one)."""
+        before = {alias: m.version for alias, m in self.loaded.items()}
+        models: dict[str, OnnxPredictor] = {}
+        problems = dict(pinned.problems)
+        for alias, version in pinned.versions.items():
+            current = self.loaded.get(alias)
+            if current is not None and (current.registered_model, current.version) == (pinned.name, version):
+                models[alias] = current
+                continue
+            try:
+                folder = self.registry.fetch(pinned.name, version)
+                models[alias] = OnnxPredictor(folder, self.precision, (pinned.name, version))
+            except LookupError as exc:
+                problems[alias] = f"{alias}: {exc}"
+        challenger = models.get(CHALLENGER)
+        if challenger is not None and CHAMPION in models and not _compatible(models[CHAMPION], challenger):
+            problems[CHALLENGER] = "challenger reads other windows or symbols than the champion: not routed"
+            models.pop(CHALLENGER)
+        if CHAMPION not in models and CHAMPION in self.loaded:
+            models = self.loaded  # keep serving the last good champion rather than nothing
+        self.loaded, self.problems = models, problems
+        champion = models.get(CHAMPION)
+        expect(_expected(champion) if champion else None)  # what the request schemas check from now on
+        for labels in self._info_labels:  # prometheus cannot clear labels across worker processes
+            MODEL_INFO.labels(*labels).set(0)
+        self._info_labels = [(a, m.registered_model, m.version) for a, m in models.items()]
+        for labels in self._info_labels:
+            MODEL_INFO.labels(*labels).set(1)
+        after = {alias: m.version for alias, m in models.items()}
+        return ReloadResult(served=after, changed=after != before, problems=problems)
+
+
+def _expected(model: OnnxPredictor) -> Expected:
+    m = model.manifest
+    return Expected(tuple(m.symbols), m.window, len(m.feature_names), m.min_ticks)
+
+
+def _compatible(a: OnnxPredictor, b: OnnxPredictor) -> bool:
+    return _expected(a) == _expected(b)
