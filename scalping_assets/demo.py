@@ -197,20 +197,22 @@ def _print_evaluation(pipeline: Pipeline, result: dg.ExecuteInProcessResult) -> 
         f"SL {execution['stop_loss']} {execution['unit']}, timeout {execution['max_hold_ticks']} ticks, "
         f"spread {execution['spread_pips']} pips; {report.trials} trials in MLflow):"
     )
-    header = f"{'trades':>7} {'win rate':>8} {'expectancy':>10} {'Sharpe/yr':>9} {'max DD %':>8} {'p rand':>7} {'DSR':>5}"
-    print(f"  {'candidate':<18} {header}")
-    for r in report.results:
-        m = {k: (math.nan if v is None else v) for k, v in r.summary.items()}
-        print(
-            f"  {r.candidate.name:<18} {m['trades']:>7,.0f} {m['win_rate']:>8.3f} {m['expectancy']:>10.4f} "
-            f"{m['sharpe_annualised']:>9.1f} {m['max_drawdown_pct']:>8.2f} {m['p_value_vs_random']:>7.3f} "
-            f"{m['deflated_sharpe']:>5.2f}"
-        )
     gate = pipeline.record("champion", GateRecord)
-    print(f"gate: {gate.message}")
-    for candidate, reasons in gate.failures.items():
-        if reasons:
-            print(f"  {candidate}: {'; '.join(reasons)}")
+    header = f"{'trades':>7} {'win rate':>8} {'expectancy':>10} {'Sharpe/yr':>9} {'max DD %':>8} {'p rand':>7} {'DSR':>5}"
+    print(f"  {'candidate':<18} {'symbol':<10} {header}  gate")
+    for r in report.results:
+        for symbol, summary in {**r.per_symbol, "all": r.summary}.items():
+            m = {k: (math.nan if v is None else v) for k, v in summary.items()}
+            verdict = "" if symbol == "all" else ("cleared" if symbol in gate.cleared[r.candidate.name] else "refused")
+            print(
+                f"  {r.candidate.name:<18} {symbol:<10} {m['trades']:>7,.0f} {m['win_rate']:>8.3f} {m['expectancy']:>10.4f} "
+                f"{m['sharpe_annualised']:>9.1f} {m['max_drawdown_pct']:>8.2f} {m['p_value_vs_random']:>7.3f} "
+                f"{m['deflated_sharpe']:>5.2f}  {verdict}"
+            )
+    print(f"gate (per symbol, p-values Holm-adjusted over a candidate's symbols): {gate.message}")
+    named = [r.candidate.name for r in report.results if r.candidate.version == gate.champion]
+    if named:
+        print(f"  champion v{gate.champion} ({named[0]}) is served for: {', '.join(gate.cleared[named[0]])}")
     print(f"reports: {Path(report.results[0].html).parent}")
 
 

@@ -68,7 +68,8 @@ class ModelRecord(BaseModel):
 
 class BacktestResult(BaseModel):
     candidate: CandidateRecord
-    summary: Summary  # the metrics of `BacktestReport.summary()`, None where not finite
+    summary: Summary  # the metrics of `BacktestReport.summary()`, None where not finite: all symbols
+    per_symbol: dict[str, Summary]  # the same, each symbol's trades alone: what the gate judges
     verdict: str
     html: str  # the self-contained report
 
@@ -93,7 +94,8 @@ class GateRecord(BaseModel):
     champion: str | None
     previous: str | None
     challenger: str | None
-    failures: dict[str, list[str]]  # candidate name -> reasons (empty: passed)
+    failures: dict[str, dict[str, list[str]]]  # candidate -> symbol -> reasons (empty: cleared)
+    cleared: dict[str, list[str]]  # candidate -> the symbols it cleared
     message: str
 
 

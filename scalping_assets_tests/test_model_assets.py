@@ -107,19 +107,25 @@ def test_every_candidate_is_backtested_and_the_gate_decides(run):
         assert run_data.metrics["bt_trades"] == result.summary["trades"]
         assert run_data.tags["backtest_verdict"] == result.verdict
         assert result.verdict.startswith(("The edge is", "No trades"))
+        assert set(result.per_symbol) == {"SIG_AR1"}
+        assert result.per_symbol["SIG_AR1"]["trades"] == result.summary["trades"], "one symbol: its trades are all trades"
     shown = evaluation.asset_materializations_for_node("backtest_report")[0].metadata
     assert "data:image/png;base64," in next(v.value for k, v in shown.items() if k.startswith("plots_"))
     gate = records.load(["champion", DATASET], GateRecord)
     assert gate.registered_model == "scalping-SIG_AR1-h10"
     assert set(gate.failures) == {r.candidate.name for r in report.results}
+    assert all(set(by_symbol) == {"SIG_AR1"} for by_symbol in gate.failures.values()), "judged per symbol"
     champion = tracker.alias_version(gate.registered_model, CHAMPION)
-    if any(not reasons for reasons in gate.failures.values()):
+    if any(gate.cleared.values()):
         assert gate.promoted and champion == gate.champion
     else:
         assert champion is None and not gate.promoted
+    for r in report.results:
+        tags = tracker.version_tags(gate.registered_model, r.candidate.version)
+        assert tags["cleared_symbols"] == ",".join(gate.cleared[r.candidate.name])
     shown = evaluation.asset_materializations_for_node("champion")[0].metadata
-    assert {r.data["candidate"]: r.data["passed"] for r in shown["gate"].value.records} == {
-        name: not reasons for name, reasons in gate.failures.items()
+    assert {(r.data["candidate"], r.data["symbol"]): r.data["cleared"] for r in shown["gate"].value.records} == {
+        (name, symbol): not reasons for name, by_symbol in gate.failures.items() for symbol, reasons in by_symbol.items()
     }
 
 
@@ -161,5 +167,7 @@ def test_the_champion_is_exported_to_onnx_with_parity_checks(run):
     run_id = tracker.client.get_model_version(name, record.versions[CHAMPION]).run_id
     assert "onnx/manifest.json" in {a.path for a in tracker.client.list_artifacts(run_id, "onnx")}
     predictor = OnnxPredictor(record.bundles[CHAMPION])
+    cleared = tracker.version_tags(name, record.versions[CHAMPION])["cleared_symbols"].split(",")
+    assert predictor.manifest.cleared_symbols == cleared, "the bundle carries the symbols the gate cleared"
     window = np.zeros((3, predictor.manifest.window, len(predictor.manifest.feature_names)))
     assert np.allclose(predictor.predict(window).sum(axis=1), 1, atol=1e-5)

@@ -115,9 +115,12 @@ def test_a_family_registered_outside_the_package_trains_backtests_passes_the_gat
 
     # Gate: the version becomes champion.
     decision = promote(
-        tracker, candidate.registered_name, [GateCandidate(candidate.name, candidate.version, report.summary())], ANYTHING
+        tracker,
+        candidate.registered_name,
+        [GateCandidate(name=candidate.name, version=candidate.version, per_symbol={SYMBOL: report.summary()})],
+        ANYTHING,
     )
-    assert decision.promoted and not decision.failures[candidate.name], decision.failures
+    assert decision.promoted and decision.cleared[candidate.name] == [SYMBOL], decision.failures
     champion = tracker.alias_version(candidate.registered_name, CHAMPION)
     assert champion == candidate.version
 

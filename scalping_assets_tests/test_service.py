@@ -12,6 +12,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from scalping_assets.backtest.promotion import CHAMPION, PREVIOUS, rollback
+from scalping_assets.models.tracking import CLEARED_TAG
 from scalping_assets.testing.bentoml_server import bentoml_server
 from serving.bundle import OnnxPredictor
 from serving.models import bucket
@@ -277,6 +278,25 @@ def test_champion_switch_reload_and_rollback(served_models, server, client):
     assert rollback(tracker, name) == (xgboost, ensemble)
     assert client.post("/reload", json={}).json()["served"]["champion"] == xgboost
     assert served() == xgboost
+
+
+def test_a_symbol_the_gate_did_not_clear_is_refused(served_models, server, client):
+    url, _ = server
+    name, tracker = served_models.name, served_models.tracker
+    xgboost, transformer = served_models.candidates["xgboost"].version, served_models.candidates["transformer"].version
+    tracker.set_version_tag(name, transformer, CLEARED_TAG, "")  # the gate cleared it for no symbol
+    served_models.export("transformer")
+    tracker.set_alias(name, CHAMPION, transformer)
+    try:
+        assert client.post("/reload", json={}).json()["served"]["champion"] == transformer
+        assert client.post("/info", json={}).json()["models"]["champion"]["cleared_symbols"] == []
+        client_id = next(f"c{i}" for i in range(100) if bucket(f"c{i}") >= SHARE)  # routed to the champion
+        body = {"symbol": SYMBOL, "features": _feature_window(served_models), "client_id": client_id}
+        response = httpx.post(f"{url}/predict/features", json=body, headers=KEY)
+        assert response.status_code == 400 and f"{SYMBOL} is not cleared by the promotion gate" in response.text
+    finally:
+        tracker.set_alias(name, CHAMPION, xgboost)
+        assert client.post("/reload", json={}).json()["served"]["champion"] == xgboost
 
 
 def test_without_a_key_and_without_a_champion_until_one_is_registered(served_models, tmp_path):

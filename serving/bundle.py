@@ -55,6 +55,11 @@ class Manifest(BaseModel):
     meta: str | None = None  # meta-learner over the parts' concatenated probabilities (the ensemble)
     precision: Precision = "fp32"  # what the export recommends serving
     export: dict = {}  # parity and latency measured at export
+    # The symbols the gate cleared this version for; None: exported before the gate judged symbols.
+    cleared_symbols: list[str] | None = None
+
+    def cleared(self, symbol: str) -> bool:
+        return self.cleared_symbols is None or symbol in self.cleared_symbols
 
     @property
     def min_ticks(self) -> int:
@@ -134,6 +139,7 @@ class OnnxPredictor:
             "version": self.version,
             "kind": m.kind,
             "symbols": m.symbols,
+            "cleared_symbols": m.symbols if m.cleared_symbols is None else m.cleared_symbols,
             "window": m.window,
             "min_ticks": m.min_ticks,
             "features": m.feature_names,

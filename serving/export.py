@@ -25,12 +25,17 @@ from scalping_assets.features.dataset import Dataset, SequenceWindows
 from scalping_assets.models.ensemble import BASES_ARTIFACT
 from scalping_assets.models.families import family
 from scalping_assets.models.family import ModelFamily
-from scalping_assets.models.tracking import Tracker
+from scalping_assets.models.tracking import CLEARED_TAG, Tracker
 
 from .bundle import ARTIFACT_PATH, Manifest, OnnxPredictor, Part, write_manifest
 
 FP32_TOLERANCE = 1e-4  # max |Δprob| between the FP32 graph and the trained model
 META_OPSET = 17
+
+
+def _cleared(tags: dict[str, str]) -> list[str] | None:
+    """The gate's per-symbol clearance of a version (None: never judged per symbol)."""
+    return [s for s in tags[CLEARED_TAG].split(",") if s] if CLEARED_TAG in tags else None
 
 
 class ExportError(ValueError):
@@ -166,6 +171,7 @@ def export_version(
         fitted=dataset.meta.fitted,
         parts=parts,
         meta=meta_file,
+        cleared_symbols=_cleared(tracker.version_tags(name, version)),
     )
     write_manifest(folder, manifest)
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+from bentoml.exceptions import InvalidArgument
 
 from scalping_assets.features.batch import FeatureInputError
 
@@ -37,8 +38,23 @@ class Stream:
     states: dict = field(default_factory=dict)  # symbol -> (FeatureState, deque of feature rows)
 
 
+def not_cleared(symbol: str, route: Route) -> str | None:
+    """Why the routed model must not answer for `symbol`: the gate did not clear it there (None: it did)."""
+    m = route.model.manifest
+    if m.cleared(symbol):
+        return None
+    return (
+        f"symbol: {symbol} is not cleared by the promotion gate for {m.registered_model} v{m.version} "
+        f"(cleared: {', '.join(m.cleared_symbols) or 'none'}): its backtest there did not pass"
+    )
+
+
 def predict(endpoint: str, items: list[Item], started: float, log: PredictionLog) -> list[Prediction]:
-    """One ONNX call per variant; each item is predicted by the model it was routed to."""
+    """One ONNX call per variant; each item is predicted by the model it was routed to. A symbol the
+    routed model was not cleared for is refused (400) before anything is predicted."""
+    for i, item in enumerate(items):
+        if (why := not_cleared(item.symbol, item.route)) is not None:
+            raise InvalidArgument(why if len(items) == 1 else f"windows[{i}].{why}")
     results: list[Prediction | None] = [None] * len(items)
     records = []
     for variant in {item.route.variant for item in items}:
@@ -88,6 +104,8 @@ def stream_step(stream: Stream, tick: StreamTick, client: str | None, started: f
     model = stream.route.model
     if tick.symbol not in model.manifest.symbols:
         return {"error": f"symbol: unknown symbol {tick.symbol!r}: the served model knows {model.manifest.symbols}"}
+    if (why := not_cleared(tick.symbol, stream.route)) is not None:
+        return {"error": why}
     if tick.symbol not in stream.states:
         stream.states[tick.symbol] = (model.feature_state(tick.symbol), deque(maxlen=model.manifest.window))
     state, rows = stream.states[tick.symbol]

@@ -5,13 +5,14 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
+import pandas as pd
 from pydantic import Field
 
 from scalping_assets.assets.config import SpecConfig, spec_config
 from scalping_assets.assets.models import MODEL_ASSETS, model_ins, present_models
 from scalping_assets.backtest.engine import ExecutionConfig
 from scalping_assets.backtest.promotion import GateCandidate, GateCriteria, promote
-from scalping_assets.backtest.report import backtest_predictions
+from scalping_assets.backtest.report import BacktestReport, backtest_predictions
 from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_report, trial_sharpes
 from scalping_assets.features.dataset import DatasetMeta
 from scalping_assets.partitions import DATASETS
@@ -34,7 +35,7 @@ WARMUP_SECONDS = 3600  # ticks before the test span that set the RMS move of sig
 
 class _BacktestOptions(SpecConfig):
     symbols: list[str] = Field(default_factory=list, description="symbols to trade (empty: every symbol of the dataset)")
-    draws: int = Field(default=200, ge=10, description="random-entry draws of the baseline")
+    draws: int = Field(default=200, ge=10, description="draws of the random-trader baseline")
     seed: int = 0
     max_hold_ticks: int | None = Field(
         default=None, ge=1, description="timeout in ticks; empty: the ticks the dataset's target looks ahead"
@@ -52,19 +53,26 @@ BacktestConfig = spec_config(ExecutionConfig, "BacktestConfig", exclude={"max_ho
 GateConfig = spec_config(GateCriteria, "GateConfig")
 
 
+def _json_summary(summary: dict[str, float]) -> dict[str, float | None]:
+    return {k: (v if math.isfinite(v) else None) for k, v in summary.items()}  # JSON has no NaN
+
+
 def _table(results: list[BacktestResult]) -> dg.TableMetadataValue:
-    columns = [dg.TableColumn("candidate"), dg.TableColumn("version"), *(dg.TableColumn(c, "float") for c in TABLE_COLUMNS)]
-    columns.append(dg.TableColumn("significant", "bool"))
+    """One row per candidate and symbol, and one for all its symbols together."""
+    columns = [dg.TableColumn("candidate"), dg.TableColumn("version"), dg.TableColumn("symbol")]
+    columns += [*(dg.TableColumn(c, "float") for c in TABLE_COLUMNS), dg.TableColumn("significant", "bool")]
     records = [
         dg.TableRecord(
             {
                 "candidate": r.candidate.name,
                 "version": r.candidate.version,
-                **{c: None if r.summary[c] is None else round(float(r.summary[c]), 5) for c in TABLE_COLUMNS},
-                "significant": bool(r.summary["significant"]),
+                "symbol": symbol,
+                **{c: None if summary[c] is None else round(float(summary[c]), 5) for c in TABLE_COLUMNS},
+                "significant": bool(summary["significant"]),
             }
         )
         for r in results
+        for symbol, summary in {**r.per_symbol, "all": r.summary}.items()
     ]
     return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
 
@@ -75,7 +83,7 @@ def _table(results: list[BacktestResult]) -> dg.TableMetadataValue:
     group_name="evaluation",
     io_manager_key="records",
     kinds={"mlflow", "html"},
-    description="Tick-by-tick backtest of every candidate's test-span predictions with costs, against random entries.",
+    description="Tick-by-tick backtest of every candidate's test-span predictions with costs, against a random trader under the same rules.",
 )
 def backtest_report(
     context: dg.AssetExecutionContext,
@@ -99,27 +107,32 @@ def backtest_report(
     runs = candidate_runs(tracker)
     execution = config.execution(meta.spec.target_lookahead)
     folder = report_store.folder(name)
+    trials, sharpes = len(runs), trial_sharpes(runs)
+
+    def backtest(predictions: pd.DataFrame, on: list[str], label: str) -> BacktestReport:
+        chosen = predictions[predictions["symbol"].isin(on)]
+        on_ticks = {s: ticks[s] for s in on}
+        return backtest_predictions(label, on_ticks, chosen, execution, start, end, trials, sharpes, config.draws, config.seed)
+
     results, plots = [], {}
     for candidate in [c for record in present_models(context, models) for c in record.candidates]:
         predictions = load_predictions(tracker, candidate.run_id)
         predictions = predictions[predictions["symbol"].isin(symbols)]
         context.log.info(f"{candidate.name}: backtesting {len(predictions):,} predictions on {', '.join(symbols)}")
-        report = backtest_predictions(
-            candidate.name,
-            ticks,
-            predictions,
-            execution,
-            start,
-            end,
-            len(runs),
-            trial_sharpes(runs),
-            config.draws,
-            config.seed,
-        )
+        report = backtest(predictions, symbols, candidate.name)
         html = log_report(tracker, candidate.run_id, report, folder)
         context.log.info(f"{candidate.name}: {report.verdict}")
-        summary = {k: (v if math.isfinite(v) else None) for k, v in report.summary().items()}  # JSON has no NaN
-        results.append(BacktestResult(candidate=candidate, summary=summary, verdict=report.verdict, html=str(html)))
+        # The gate judges each symbol on its own trades: a pooled edge can hide a symbol that loses.
+        per_symbol = {s: _json_summary(backtest(predictions, [s], f"{candidate.name} {s}").summary()) for s in symbols}
+        results.append(
+            BacktestResult(
+                candidate=candidate,
+                summary=_json_summary(report.summary()),
+                per_symbol=per_symbol,
+                verdict=report.verdict,
+                html=str(html),
+            )
+        )
         plots[candidate.name] = report.plots
     record = BacktestRecord(
         dataset=name,
@@ -127,7 +140,7 @@ def backtest_report(
         start=start,
         end=end,
         execution=execution.model_dump(),
-        trials=len(runs),
+        trials=trials,
         results=results,
     )
     best = max(results, key=lambda r: -np.inf if r.summary["expectancy"] is None else r.summary["expectancy"])
@@ -169,16 +182,23 @@ def champion(
         )
     name = registered.pop()
     criteria = config.to_spec()
-    candidates = [GateCandidate(r.candidate.name, r.candidate.version, r.summary) for r in results]
+    candidates = [GateCandidate(name=r.candidate.name, version=r.candidate.version, per_symbol=r.per_symbol) for r in results]
     decision = promote(tracker, name, candidates, criteria)
     context.log.info(decision.message)
-    for candidate, reasons in decision.failures.items():
-        context.log.info(f"{candidate}: {'passed' if not reasons else 'failed: ' + '; '.join(reasons)}")
+    for candidate, by_symbol in decision.failures.items():
+        for symbol, reasons in by_symbol.items():
+            context.log.info(f"{candidate} on {symbol}: {'cleared' if not reasons else 'failed: ' + '; '.join(reasons)}")
+    rows = [(c, s, r) for c, by_symbol in decision.failures.items() for s, r in by_symbol.items()]
     reasons = dg.MetadataValue.table(
-        records=[
-            dg.TableRecord({"candidate": c, "passed": not r, "reasons": "; ".join(r)}) for c, r in decision.failures.items()
-        ],
-        schema=dg.TableSchema(columns=[dg.TableColumn("candidate"), dg.TableColumn("passed", "bool"), dg.TableColumn("reasons")]),
+        records=[dg.TableRecord({"candidate": c, "symbol": s, "cleared": not r, "reasons": "; ".join(r)}) for c, s, r in rows],
+        schema=dg.TableSchema(
+            columns=[
+                dg.TableColumn("candidate"),
+                dg.TableColumn("symbol"),
+                dg.TableColumn("cleared", "bool"),
+                dg.TableColumn("reasons"),
+            ]
+        ),
     )
     record = GateRecord(
         registered_model=name,
@@ -187,6 +207,7 @@ def champion(
         previous=decision.previous,
         challenger=decision.challenger,
         failures=decision.failures,
+        cleared=decision.cleared,
         message=decision.message,
     )
     return dg.MaterializeResult(

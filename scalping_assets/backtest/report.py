@@ -14,9 +14,14 @@ import pandas as pd
 from ..features.labels import PROBABILITY_COLUMNS
 from ..market.symbols import get_symbol
 from ..plotting import figure_png
-from .engine import REASONS, ExecutionConfig, TickPath, run_backtest
-from .metrics import drawdown, equity_curve, performance
-from .significance import eligible_fills, random_entry_expectancies, significance, verdict
+from .engine import REASONS, ExecutionConfig, TickPath, run_backtest, signal_sides
+from .metrics import DAY, HOURS_PER_YEAR, drawdown, equity_curve, hourly_returns, performance
+from .significance import (
+    annualised_sharpe_interval,
+    random_signal_expectancies,
+    significance,
+    verdict,
+)
 
 
 @dataclass
@@ -89,7 +94,7 @@ def backtest_predictions(
     """Backtest `predictions` (symbol, epoch, p_down, p_neutral, p_up) on each symbol's ticks in
     [start, end). Ticks before `start` only warm up the RMS move of sigma barriers."""
     paths = _paths({s: f[f["epoch"] < end] for s, f in ticks.items()}, config)
-    trades, eligible, unfinished, per_symbol = [], {}, 0, {}
+    trades, sides, pools, unfinished, per_symbol = [], {}, {}, 0, {}
     for symbol, path in paths.items():
         mine = predictions[predictions["symbol"] == symbol]
         where = np.searchsorted(path.epochs, mine["epoch"].to_numpy())
@@ -102,15 +107,17 @@ def backtest_predictions(
         result = run_backtest(path, proba, config)
         trades.append(result.trades)
         unfinished += result.unfinished
-        fills = np.unique(where + config.latency_ticks) if len(where) else np.zeros(0, np.int64)
-        eligible[symbol] = np.intersect1d(
-            fills, eligible_fills(path, int(np.searchsorted(path.epochs, start)), len(path.k), config)
-        )
+        # What the random trader of the baseline reshuffles: the strategy's signals over the ticks it
+        # had a prediction for.
+        sides[symbol] = signal_sides(proba, config.min_confidence)
+        pools[symbol] = np.flatnonzero(~np.isnan(proba).any(axis=1))
         per_symbol[symbol] = performance(result.trades, config.capital, start, end)
     frame = pd.concat(trades, ignore_index=True).sort_values(["entry_epoch", "symbol"], kind="stable").reset_index(drop=True)
     frame["reason"] = pd.Categorical(frame["reason"].astype(str), categories=list(REASONS))
-    baseline, baseline_wins = random_entry_expectancies(paths, frame, eligible, config, draws, seed)
+    baseline, baseline_wins = random_signal_expectancies(paths, sides, pools, config, draws, seed)
     stats = significance(frame["pnl_net"].to_numpy(), baseline, trials, trial_sharpes or [], seed)
+    hourly = hourly_returns(equity_curve(frame, config.capital), config.capital, start, end)
+    stats |= annualised_sharpe_interval(hourly, HOURS_PER_YEAR, (end - start) / DAY, len(frame))
     report = BacktestReport(
         name,
         config,
@@ -120,7 +127,7 @@ def backtest_predictions(
         performance(frame, config.capital, start, end),
         stats,
         per_symbol,
-        float(np.mean(baseline_wins)) if len(baseline_wins) else math.nan,
+        float(np.nanmean(baseline_wins)) if np.isfinite(baseline_wins).any() else math.nan,
         unfinished,
     )
     report.plots = report_plots(report, baseline)
@@ -148,8 +155,8 @@ def report_plots(report: BacktestReport, baseline: np.ndarray) -> dict[str, byte
     ax.hist(trades["pnl_net"], bins=60, color="#4477aa")
     ax.axvline(0, color="grey", linewidth=0.8)
     ax.axvline(report.stats["expectancy"], color="black", linestyle="--", linewidth=1, label="expectancy")
-    if len(baseline):
-        ax.axvline(float(baseline.mean()), color="crimson", linestyle=":", linewidth=1, label="random entries")
+    if math.isfinite(report.stats["baseline_expectancy_mean"]):
+        ax.axvline(report.stats["baseline_expectancy_mean"], color="crimson", linestyle=":", linewidth=1, label="random trader")
     ax.set_xlabel("net P&L per trade")
     ax.set_title("trade P&L", fontsize=9)
     ax.legend(fontsize=8)

@@ -36,6 +36,7 @@ from mlflow.models import infer_signature
 PARENT_TAG = "dagster_run_id"
 # Registry aliases: the gate's decision, which every consumer (serving included) reads from the registry.
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
+CLEARED_TAG = "cleared_symbols"  # version tag: the symbols the gate cleared the version for, comma-separated
 _BATCH = 100  # MLflow's limit of params (and a safe size for metrics) in one log_batch
 
 

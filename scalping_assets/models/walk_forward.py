@@ -12,12 +12,11 @@ from dataclasses import asdict, dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
-from scipy.stats import combine_pvalues
 
 from ..features.dataset import Dataset
 from ..plotting import figure_png
 from .config import TrainConfig
-from .metrics import classification_metrics, edge_test
+from .metrics import classification_metrics, edge_test, sign_test
 from .pipeline import fit, majority_class
 from .tracking import Tracker
 
@@ -36,6 +35,8 @@ class FoldResult:
     log_loss: float
     brier: float
     majority_accuracy: float  # on the fold's independent test rows, training majority class
+    wins_over_majority: int  # independent rows the model gets right and the majority rule wrong
+    losses_to_majority: int  # and the reverse
     p_value: float
 
 
@@ -44,15 +45,16 @@ class WalkForwardResult:
     folds: list[FoldResult]
 
     def aggregate(self) -> dict[str, float]:
-        """Mean and std over folds, the mean excess over the majority class, and Fisher's combined
-        p-value (the folds' test blocks are disjoint in time, so their tests are independent)."""
+        """Mean and std over folds, the mean excess over the majority class, and the combined p-value:
+        one sign test over every fold's discordant rows (the folds' test blocks are disjoint in time,
+        so their rows are independent trials of the same paired comparison)."""
         result = {}
         for name in FOLD_METRICS:
             values = [getattr(f, name) for f in self.folds]
             result |= {f"{name}_mean": float(np.mean(values)), f"{name}_std": float(np.std(values))}
         result["excess_accuracy_mean"] = float(np.mean([f.accuracy - f.majority_accuracy for f in self.folds]))
-        p_values = [f.p_value for f in self.folds]
-        result["combined_p_value"] = float(combine_pvalues(p_values, method="fisher").pvalue)
+        wins, losses = sum(f.wins_over_majority for f in self.folds), sum(f.losses_to_majority for f in self.folds)
+        result["combined_p_value"] = sign_test(wins, losses)
         return result
 
     def records(self) -> list[dict]:
@@ -87,6 +89,8 @@ def walk_forward(
                 log_loss=metrics["log_loss"],
                 brier=metrics["brier"],
                 majority_accuracy=edge["majority_accuracy"],
+                wins_over_majority=edge["wins_over_majority"],
+                losses_to_majority=edge["losses_to_majority"],
                 p_value=edge["p_value"],
             )
         )
