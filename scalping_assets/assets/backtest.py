@@ -83,7 +83,7 @@ def _table(results: list[BacktestResult]) -> dg.TableMetadataValue:
     group_name="evaluation",
     io_manager_key="records",
     kinds={"mlflow", "html"},
-    description="Tick-by-tick backtest of every candidate's test-span predictions with costs, against a random trader under the same rules.",
+    description="Tick-by-tick backtest of every candidate's test-span predictions with costs, against a random trader.",
 )
 def backtest_report(
     context: dg.AssetExecutionContext,
