@@ -195,7 +195,7 @@ def _print_evaluation(pipeline: Pipeline, result: dg.ExecuteInProcessResult) -> 
     print(
         f"\nbacktests on the test span (enter at p >= {execution['min_confidence']}, TP {execution['take_profit']} / "
         f"SL {execution['stop_loss']} {execution['unit']}, timeout {execution['max_hold_ticks']} ticks, "
-        f"spread {execution['spread_pips']} pips; {report.trials} trials in MLflow):"
+        f"spread {execution['spread_pips']} pips; {report.trials} effective trials in MLflow):"
     )
     gate = pipeline.record("champion", GateRecord)
     header = f"{'trades':>7} {'win rate':>8} {'expectancy':>10} {'Sharpe/yr':>9} {'max DD %':>8} {'p rand':>7} {'DSR':>5}"

@@ -98,7 +98,7 @@ def test_every_candidate_is_backtested_and_the_gate_decides(run):
     records = resources["records"].store()
     report = records.load(["backtest_report", DATASET], BacktestRecord)
     assert len(report.results) == 9, "4 families x 2 seeds and the ensemble"
-    assert report.trials >= 9
+    assert 1 <= report.trials <= 9, "9 candidates, correlated: at most 9 effective trials"
     trained = {c.run_id for a in MODEL_ASSETS for c in records.load([a.key.path[-1], DATASET], ModelRecord).candidates}
     assert {r.candidate.run_id for r in report.results} == trained
     tracker = resources["mlflow_store"].tracker()

@@ -12,7 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from scalping_assets.backtest.engine import ExecutionConfig
 from scalping_assets.backtest.promotion import GateCandidate, GateCriteria, promote
 from scalping_assets.backtest.report import backtest_predictions
-from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_report, trial_sharpes
+from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_report
+from scalping_assets.backtest.trials import count_trials
 from scalping_assets.features.dataset import Dataset, DatasetSpec, SequenceWindows, build_dataset
 from scalping_assets.features.labels import PROBABILITY_COLUMNS
 from scalping_assets.market.simulator import simulator
@@ -98,7 +99,7 @@ def test_a_family_registered_outside_the_package_trains_backtests_passes_the_gat
     assert candidate.metrics["accuracy"] > candidate.edge["majority_accuracy"]  # the planted signal is linear enough
 
     # Backtest the logged test predictions, as `backtest_report` does.
-    runs = candidate_runs(tracker)
+    trials = count_trials(tracker, candidate_runs(tracker))  # as `backtest_report` counts them
     report = backtest_predictions(
         candidate.name,
         {SYMBOL: ticks},
@@ -106,8 +107,8 @@ def test_a_family_registered_outside_the_package_trains_backtests_passes_the_gat
         ExecutionConfig(),
         dataset.meta.boundaries[1],
         spec.end_epoch,
-        len(runs),
-        trial_sharpes(runs),
+        trials.effective,
+        trials.sharpes,
         draws=50,
     )
     log_report(tracker, candidate.run_id, report, tmp_path / "reports")

@@ -13,7 +13,8 @@ from scalping_assets.assets.models import MODEL_ASSETS, model_ins, present_model
 from scalping_assets.backtest.engine import ExecutionConfig
 from scalping_assets.backtest.promotion import GateCandidate, GateCriteria, promote
 from scalping_assets.backtest.report import BacktestReport, backtest_predictions
-from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_report, trial_sharpes
+from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_report
+from scalping_assets.backtest.trials import count_trials
 from scalping_assets.features.dataset import DatasetMeta
 from scalping_assets.partitions import DATASETS
 from scalping_assets.plotting import markdown_image
@@ -104,10 +105,11 @@ def backtest_report(
     store = tick_store.store()
     ticks = {s: store.read(s, start - WARMUP_SECONDS, end) for s in symbols}
     tracker = mlflow_store.tracker()
-    runs = candidate_runs(tracker)
+    # Re-runs of one experiment are one trial, and correlated trials count as fewer (backtest/trials.py).
+    counted = count_trials(tracker, candidate_runs(tracker), cache=Path(report_store.root) / "_trial_signals")
     execution = config.execution(meta.spec.target_lookahead)
     folder = report_store.folder(name)
-    trials, sharpes = len(runs), trial_sharpes(runs)
+    trials, sharpes = counted.effective, counted.sharpes
 
     def backtest(predictions: pd.DataFrame, on: list[str], label: str) -> BacktestReport:
         chosen = predictions[predictions["symbol"].isin(on)]
@@ -154,7 +156,8 @@ def backtest_report(
         metadata={
             "comparison": _table(results),
             "verdicts": dg.MetadataValue.md(verdicts),
-            "trials": dg.MetadataValue.int(len(runs)),
+            "trials": dg.MetadataValue.int(counted.effective),
+            "trial_count": dg.MetadataValue.json(counted.metadata()),
             "span": dg.MetadataValue.json({"start": start, "end": end, "symbols": symbols}),
             "execution": dg.MetadataValue.json(execution.model_dump()),
             f"plots_{best.candidate.name}": dg.MetadataValue.md(best_plots),

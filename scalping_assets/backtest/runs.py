@@ -14,14 +14,10 @@ SHARPE_METRIC = "bt_sharpe_per_trade"
 
 
 def candidate_runs(tracker: Tracker) -> list:
-    """Every trained candidate in the experiment (walk-forward evaluations and parents excluded):
-    the trials the deflated Sharpe ratio counts."""
+    """Every trained candidate in the experiment (walk-forward evaluations and parents excluded): the
+    runs `trials.count_trials` groups into the distinct trials the deflated Sharpe ratio counts."""
     runs = tracker.search_runs("tags.model_type != ''")
     return [r for r in runs if r.data.tags.get("walk_forward") != "true"]
-
-
-def trial_sharpes(runs: list) -> list[float]:
-    return [r.data.metrics[SHARPE_METRIC] for r in runs if SHARPE_METRIC in r.data.metrics]
 
 
 def load_predictions(tracker: Tracker, run_id: str) -> pd.DataFrame:

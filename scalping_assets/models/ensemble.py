@@ -9,6 +9,8 @@ base models fitted on the whole training span feed it.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -120,7 +122,17 @@ def train_ensemble(
     registered = registered_model_name(spec.symbols, spec.labels.horizon)
     tags = {"model_type": "ensemble", "dataset_fingerprint": dataset.meta.fingerprint}
     with tracker.run("ensemble", parent=parent_run_id, tags=tags) as run:
-        run.params({"folds": folds, "bases": ",".join(c.kind for c in configs), "meta_learner": "LogisticRegression(C=1)"})
+        # The bases' configs (seeds and hyper-parameters) identify the trial (backtest.trials) as much as
+        # the stack's own params: their hash is a param, the configs themselves an artifact.
+        base_configs = json.dumps([c.model_dump() for c in configs], sort_keys=True, default=str)
+        run.params(
+            {
+                "folds": folds,
+                "bases": ",".join(c.kind for c in configs),
+                "meta_learner": "LogisticRegression(C=1)",
+                "base_configs_sha256": hashlib.sha256(base_configs.encode()).hexdigest(),
+            }
+        )
         run.dict({c.kind: c.model_dump() for c in configs}, "base_configs.json")
         # What serving needs to rebuild the stack: the logged base models the meta-learner reads.
         run.dict({"bases": [{"kind": b.config.kind, "model_uri": b.model_uri} for b in bases]}, BASES_ARTIFACT)

@@ -6,6 +6,7 @@ All candidates of a dataset are scored on the same rows: the test rows that have
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,6 +113,10 @@ def train_candidate(
 
 
 PREDICTIONS_ARTIFACT = "predictions/test.parquet"
+# Tag: a hash of the test predictions. Two runs with the same digest made the same predictions, so the
+# same trades: one trial for the deflated Sharpe ratio (backtest.trials), however often it was re-run.
+DIGEST_TAG = "predictions_digest"
+DIGEST_DECIMALS = 6  # probabilities are hashed rounded, so float noise below 1e-6 does not split a trial
 
 
 def prediction_frame(dataset: Dataset, proba: np.ndarray) -> pd.DataFrame:
@@ -123,9 +128,25 @@ def prediction_frame(dataset: Dataset, proba: np.ndarray) -> pd.DataFrame:
     return frame
 
 
+def predictions_digest(frame: pd.DataFrame) -> str:
+    """SHA-256 of a prediction frame: its rows in (symbol, epoch) order, probabilities rounded to
+    DIGEST_DECIMALS; independent of the row order and of the frame's index."""
+    ordered = frame.sort_values(["symbol", "epoch"], kind="stable")
+    scale = 10.0**DIGEST_DECIMALS
+    quantised = np.rint(ordered[PROBABILITY_COLUMNS].to_numpy(np.float64) * scale).astype("<i8")
+    digest = hashlib.sha256()
+    digest.update("\x1f".join(ordered["symbol"].astype(str)).encode())
+    digest.update(ordered["epoch"].to_numpy().astype("<i8").tobytes())
+    digest.update(np.ascontiguousarray(quantised).tobytes())
+    return digest.hexdigest()
+
+
 def evaluate_and_log(dataset: Dataset, run: RunLog, name: str, proba: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
-    """Test metrics, the edge test, the test plots and the test predictions, logged to `run`."""
-    run.bytes(prediction_frame(dataset, proba).to_parquet(index=False), PREDICTIONS_ARTIFACT)
+    """Test metrics, the edge test, the test plots and the test predictions (with their digest as a
+    tag), logged to `run`."""
+    frame = prediction_frame(dataset, proba)
+    run.bytes(frame.to_parquet(index=False), PREDICTIONS_ARTIFACT)
+    run.tag(DIGEST_TAG, predictions_digest(frame))
     metrics = classification_metrics(labels, proba)
     edge = edge_test(labels, proba.argmax(axis=1), majority_class(dataset), dataset.meta.spec.target_lookahead)
     run.metrics({f"test_{k}": v for k, v in metrics.items()} | {f"test_edge_{k}": v for k, v in edge.items()})
