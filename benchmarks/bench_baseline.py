@@ -54,7 +54,7 @@ def predictions(ticks: dict[str, pd.DataFrame], start: int, share: float) -> pd.
 def cost(draws: int, repeats: int) -> None:
     ticks = {s: simulator(s, 7).days(date(2026, 1, 1), date(2026, 1, 2)) for s in SYMBOLS}
     start = int(ticks["SIG_AR1"]["epoch"].iloc[0]) + 86_400
-    end, config = start + 86_400, ExecutionConfig()
+    end, config = start + 86_400, ExecutionConfig(instrument="spread")  # CRASH1000 has no known Deriv figures
     spent = {}
     original = report.random_signal_expectancies
 

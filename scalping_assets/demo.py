@@ -195,8 +195,10 @@ def _print_evaluation(pipeline: Pipeline, result: dg.ExecuteInProcessResult) -> 
     print(
         f"\nbacktests on the test span (enter at p >= {execution['min_confidence']}, TP {execution['take_profit']} / "
         f"SL {execution['stop_loss']} {execution['unit']}, timeout {execution['max_hold_ticks']} ticks, "
-        f"spread {execution['spread_pips']} pips; {report.trials} effective trials in MLflow):"
+        f"{execution['instrument']} costs at stake {execution['stake']:g}; {report.trials} effective trials in MLflow):"
     )
+    for symbol, why in report.not_costed.items():
+        print(f"  {symbol}: not backtested, not cleared ({why})")
     gate = pipeline.record("champion", GateRecord)
     header = f"{'trades':>7} {'win rate':>8} {'expectancy':>10} {'Sharpe/yr':>9} {'max DD %':>8} {'p rand':>7} {'DSR':>5}"
     print(f"  {'candidate':<18} {'symbol':<10} {header}  gate")

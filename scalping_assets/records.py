@@ -78,7 +78,8 @@ class BacktestRecord(BaseModel):
     """The out-of-sample backtest of every candidate, on one span and one execution config."""
 
     dataset: str
-    symbols: list[str]
+    symbols: list[str]  # the symbols backtested
+    not_costed: dict[str, str] = Field(default_factory=dict)  # symbol -> why it could not be costed
     start: int
     end: int
     execution: dict

@@ -11,6 +11,7 @@ from pydantic import Field
 from scalping_assets.assets.config import SpecConfig, spec_config
 from scalping_assets.assets.models import MODEL_ASSETS, model_ins, present_models
 from scalping_assets.backtest.engine import ExecutionConfig
+from scalping_assets.backtest.instruments import UnknownCostError, instrument_terms
 from scalping_assets.backtest.promotion import GateCandidate, GateCriteria, promote
 from scalping_assets.backtest.report import BacktestReport, backtest_predictions
 from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_report
@@ -100,14 +101,24 @@ def backtest_report(
     unknown = sorted(set(config.symbols) - set(meta.spec.symbols))
     if unknown:
         raise dg.Failure(f"symbols {unknown} are not in dataset {name!r} ({meta.spec.symbols})")
-    symbols = config.symbols or meta.spec.symbols
+    execution = config.execution(meta.spec.target_lookahead)
+    # A symbol whose Deriv cost figures are unknown is not backtested (nor cleared): zero costs would flatter it.
+    not_costed = {}
+    for symbol in config.symbols or meta.spec.symbols:
+        try:
+            instrument_terms(symbol, execution)
+        except UnknownCostError as exc:
+            not_costed[symbol] = str(exc)
+            context.log.warning(f"{symbol} not backtested: {exc}")
+    symbols = [s for s in config.symbols or meta.spec.symbols if s not in not_costed]
+    if not symbols:
+        raise dg.Failure(f"no symbol of {name!r} has known {execution.instrument} costs: {not_costed}")
     start, end = meta.boundaries[1], meta.spec.end_epoch
     store = tick_store.store()
     ticks = {s: store.read(s, start - WARMUP_SECONDS, end) for s in symbols}
     tracker = mlflow_store.tracker()
     # Re-runs of one experiment are one trial, and correlated trials count as fewer (backtest/trials.py).
     counted = count_trials(tracker, candidate_runs(tracker), cache=Path(report_store.root) / "_trial_signals")
-    execution = config.execution(meta.spec.target_lookahead)
     folder = report_store.folder(name)
     trials, sharpes = counted.effective, counted.sharpes
 
@@ -139,6 +150,7 @@ def backtest_report(
     record = BacktestRecord(
         dataset=name,
         symbols=symbols,
+        not_costed=not_costed,
         start=start,
         end=end,
         execution=execution.model_dump(),

@@ -1,6 +1,9 @@
-"""The symbol catalog: every Deriv synthetic index and how the simulator generates it.
+"""The symbol catalog: every Deriv synthetic index, how the simulator generates it, and what trading
+it costs on each Deriv product.
 
-The catalog itself is data (`symbols.yml`); this module only validates and serves it.
+The catalog itself is data (`symbols.yml`); this module only validates and serves it. Cost figures
+carry their source; a figure nobody has published is `null` (unknown), and a backtest that needs it
+fails naming the symbol and the field (`scalping_assets.backtest.instruments`).
 """
 
 from __future__ import annotations
@@ -84,6 +87,88 @@ Generator = Annotated[
 ]
 
 
+class Figure(_Frozen):
+    """One cost figure and where it comes from; `value` None: unknown."""
+
+    value: float | None = Field(ge=0)
+    source: str = Field(min_length=1)
+
+
+class MultiplierCosts(_Frozen):
+    """Multipliers (MULTUP/MULTDOWN): commission = rate x stake x multiplier, charged at the start."""
+
+    commission: dict[int, Figure] | None = Field(
+        description="commission rate per multiplier; null: unknown at every multiplier (whether the rate "
+        "changes with the multiplier is not known, so a rate holds for its own multiplier only)"
+    )
+
+    @model_validator(mode="after")
+    def _rates(self) -> MultiplierCosts:
+        for multiplier, figure in (self.commission or {}).items():
+            if multiplier < 1 or (figure.value is not None and figure.value >= 1):
+                raise ValueError(f"commission rate {figure.value} at x{multiplier}: a multiplier >= 1 and a rate < 1 expected")
+        return self
+
+
+class RiseFallCosts(_Frozen):
+    """Rise/Fall on ticks (CALL/PUT): a win pays payout_ratio x stake, a loss (or an equal quote) loses the stake."""
+
+    payout_ratio: Figure
+
+    @model_validator(mode="after")
+    def _ratio(self) -> RiseFallCosts:
+        ratio = self.payout_ratio.value
+        if ratio is not None and not 1 < ratio <= 2:
+            raise ValueError(f"payout ratio {ratio}: a win pays more than the stake and at most twice it")
+        return self
+
+
+class CfdCosts(_Frozen):
+    """CFDs on Deriv MT5: the cost is the spread (swap, charged at the daily rollover, is left out)."""
+
+    spread: Figure = Field(description="ask - bid in price units (quote currency), with its date in the source")
+
+
+class SymbolCosts(_Frozen):
+    multiplier: MultiplierCosts
+    rise_fall: RiseFallCosts
+    cfd: CfdCosts
+
+
+_NOT_IN_CATALOG = "not in the symbol catalog: unknown"
+UNKNOWN_COSTS = SymbolCosts(
+    multiplier=MultiplierCosts(commission=None),
+    rise_fall=RiseFallCosts(payout_ratio=Figure(value=None, source=_NOT_IN_CATALOG)),
+    cfd=CfdCosts(spread=Figure(value=None, source=_NOT_IN_CATALOG)),
+)
+
+
+class CallLimits(_Frozen):
+    """How many API calls Deriv allows (`website_status.api_call_limits`); None: no limit known."""
+
+    minutely: int | None = Field(ge=1)
+    hourly: int | None = Field(ge=1)
+    source: str = Field(min_length=1)
+
+
+class ProductCalls(_Frozen):
+    calls: int | None = Field(ge=1, description="API calls one trade spends; null: not traded through the API")
+    source: str = Field(min_length=1)
+
+
+class MultiplierRules(_Frozen):
+    stop_out_loss: Figure = Field(description="share of the stake lost when the venue closes the contract")
+    min_commission: Figure = Field(description="floor of the commission, account currency")
+
+
+class Venue(_Frozen):
+    """What the venue imposes on every symbol: call limits, calls per trade, the multiplier's rules."""
+
+    api_call_limits: CallLimits
+    calls_per_trade: dict[str, ProductCalls]
+    multiplier: MultiplierRules
+
+
 class SymbolSpec(_Frozen):
     symbol: str
     display_name: str
@@ -94,6 +179,7 @@ class SymbolSpec(_Frozen):
     initial_quote: float | None = Field(default=None, gt=0)
     deriv: bool = True
     generator: Generator | None = None
+    costs: SymbolCosts = UNKNOWN_COSTS
 
     @model_validator(mode="after")
     def _consistent(self) -> SymbolSpec:
@@ -122,9 +208,19 @@ class SymbolSpec(_Frozen):
 
 
 @cache
+def _raw() -> dict:
+    return yaml.safe_load(resources.files(__package__).joinpath("symbols.yml").read_text())
+
+
+@cache
 def catalog() -> dict[str, SymbolSpec]:
-    raw = yaml.safe_load(resources.files(__package__).joinpath("symbols.yml").read_text())
-    return {name: SymbolSpec(symbol=name, **fields) for name, fields in raw["symbols"].items()}
+    return {name: SymbolSpec(symbol=name, **fields) for name, fields in _raw()["symbols"].items()}
+
+
+@cache
+def venue() -> Venue:
+    """Deriv's venue-wide rules (`venue:` in symbols.yml)."""
+    return Venue(**_raw()["venue"])
 
 
 def get_symbol(symbol: str) -> SymbolSpec:
