@@ -30,6 +30,7 @@ from scalping_assets.market.symbols import get_symbol
 from scalping_assets.models.config import profile_config
 from scalping_assets.models.pipeline import train_candidate
 from scalping_assets.models.tracking import Tracker
+from scalping_assets_tests.backtest_helpers import random_proba, same_trades
 
 DAY = date(2026, 1, 1)
 FAST = {"epochs": 3, "max_train_windows": 4_000, "max_eval_windows": 2_000}
@@ -58,36 +59,19 @@ def _path(symbol: str, config: ExecutionConfig, seed: int = 3, rows: int | None 
     return TickPath.build(symbol, ticks["epoch"].to_numpy(), ticks["quote"].to_numpy(), get_symbol(symbol).pip_size, config)
 
 
-def _random_proba(n: int, seed: int) -> np.ndarray:
-    proba = np.random.default_rng(seed).dirichlet([1, 1, 1], size=n)
-    proba[::97] = np.nan  # ticks without a prediction never trade
-    return proba
-
-
 @pytest.fixture(scope="module")
 def busy():
     path = _path("CRASH500", BUSY)
-    return path, run_backtest(path, _random_proba(len(path.k), 0), BUSY)
-
-
-def _same_trades(engine: pd.DataFrame, reference: pd.DataFrame) -> None:
-    engine = engine.sort_values("entry_tick").reset_index(drop=True)
-    reference = reference.sort_values("entry_tick").reset_index(drop=True)
-    assert len(engine) == len(reference)
-    for column in reference.columns:
-        if column in ("symbol", "reason"):
-            assert (engine[column].astype(str) == reference[column].astype(str)).all(), column
-        else:
-            np.testing.assert_allclose(engine[column].to_numpy(float), reference[column].to_numpy(float), rtol=1e-12, atol=1e-9)
+    return path, run_backtest(path, random_proba(len(path.k), 0), BUSY)
 
 
 @pytest.mark.parametrize("symbol,config,rows,least", [("CRASH500", BUSY, None, 8_000), ("R_100", PLAIN, None, 2_000)])
 def test_engine_equals_the_naive_loop_trade_for_trade(symbol, config, rows, least):
     path = _path(symbol, config, rows=rows)
-    proba = _random_proba(len(path.k), 0)
+    proba = random_proba(len(path.k), 0)
     result = run_backtest(path, proba, config)
     reference, unfinished = reference_backtest(path, signal_sides(proba, config.min_confidence), config)
-    _same_trades(result.trades, reference)
+    same_trades(result.trades, reference)
     assert unfinished == result.unfinished
     assert len(result.trades) >= least
     assert set(result.trades["reason"].astype(str)) == {"tp", "sl", "timeout"}

@@ -24,6 +24,7 @@ from scalping_assets.market.symbols import (
     catalog,
     get_symbol,
 )
+from scalping_assets_tests.backtest_helpers import random_proba, same_trades
 
 DAY = date(2026, 1, 1)
 
@@ -209,23 +210,6 @@ CASES = {
 }
 
 
-def _random_proba(n: int, seed: int) -> np.ndarray:
-    proba = np.random.default_rng(seed).dirichlet([1, 1, 1], size=n)
-    proba[::97] = np.nan
-    return proba
-
-
-def _same_trades(engine: pd.DataFrame, reference: pd.DataFrame) -> None:
-    engine = engine.sort_values("entry_tick").reset_index(drop=True)
-    reference = reference.sort_values("entry_tick").reset_index(drop=True)
-    assert len(engine) == len(reference)
-    for column in reference.columns:
-        if column in ("symbol", "reason"):
-            assert (engine[column].astype(str) == reference[column].astype(str)).all(), column
-        else:
-            np.testing.assert_allclose(engine[column].to_numpy(float), reference[column].to_numpy(float), rtol=0, atol=1e-9)
-
-
 def _most_in_window(epochs: np.ndarray, seconds: int) -> int:
     epochs = np.sort(epochs)
     return int((np.arange(len(epochs)) - np.searchsorted(epochs, epochs - seconds, side="right") + 1).max())
@@ -239,11 +223,11 @@ def test_engine_equals_the_naive_loop_on_every_instrument(case, seed):
     path = TickPath.build(
         symbol, ticks["epoch"].to_numpy(), ticks["quote"].to_numpy(), get_symbol(symbol).pip_size, config, costs
     )
-    proba = _random_proba(len(path.k), seed)
+    proba = random_proba(len(path.k), seed)
     result = run_backtest(path, proba, config)
     reference, unfinished = reference_backtest(path, signal_sides(proba, config.min_confidence), config)
     trades = result.trades
-    _same_trades(trades, reference)
+    same_trades(trades, reference)
     assert unfinished == result.unfinished
     assert len(trades) >= 200
     assert reasons <= set(trades["reason"].astype(str)), set(trades["reason"].astype(str))
@@ -269,7 +253,7 @@ def test_sig_ar1_default_costs_are_frictionless():
     costless notional of the stake: its backtests measure the signal."""
     ticks = simulator("SIG_AR1", 2).day(DAY).iloc[:20_000]
     legacy = ExecutionConfig(instrument="spread", spread_pips=0)
-    proba = _random_proba(len(ticks), 1)
+    proba = random_proba(len(ticks), 1)
     runs = []
     for config in (ExecutionConfig(), legacy):
         path = TickPath.build("SIG_AR1", ticks["epoch"].to_numpy(), ticks["quote"].to_numpy(), 0.001, config)
@@ -306,7 +290,7 @@ def _one_trade(symbol: str, quotes: list[float], config: ExecutionConfig, side: 
     proba[0] = (0.0, 0.0, 1.0) if side > 0 else (1.0, 0.0, 0.0)
     trades = run_backtest(path, proba, config).trades
     reference, _ = reference_backtest(path, signal_sides(proba, config.min_confidence), config)
-    _same_trades(trades, reference)
+    same_trades(trades, reference)
     assert len(trades) == 1
     return trades.iloc[0]
 
