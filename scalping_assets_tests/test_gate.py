@@ -66,3 +66,9 @@ def test_more_cleared_symbols_rank_first_and_a_candidate_clearing_none_is_never_
     kept = promote(tracker, NAME, [nothing], GateCriteria())
     assert not kept.promoted and kept.champion == "2" and kept.cleared == {"c": []}
     assert tracker.version_tags(NAME, "1")[CLEARED_TAG] == ""
+
+
+def test_equal_deflated_sharpes_rank_by_expectancy(tracker):
+    low = GateCandidate(name="a", version="1", per_symbol={"SIG_AR1": _summary(1e-4, expectancy=0.03, deflated=1.0)})
+    high = GateCandidate(name="b", version="2", per_symbol={"SIG_AR1": _summary(1e-4, expectancy=0.05, deflated=1.0)})
+    assert promote(tracker, NAME, [low, high], GateCriteria()).champion == "2"

@@ -110,9 +110,11 @@ def promote(tracker: Tracker, registered_model: str, candidates: list[GateCandid
         tracker.set_version_tag(registered_model, c.version, "gate", verdicts)
         tracker.set_version_tag(registered_model, c.version, CLEARED_TAG, ",".join(cleared[c.name]))
 
-    def rank(c: GateCandidate) -> tuple[int, float]:
-        # More symbols cleared first, then the weakest cleared symbol's deflated Sharpe.
-        return len(cleared[c.name]), min(c.per_symbol[s]["deflated_sharpe"] for s in cleared[c.name])
+    def rank(c: GateCandidate) -> tuple[int, float, float]:
+        # More symbols cleared first, then the weakest cleared symbol's deflated Sharpe (which saturates
+        # at 1 for strong edges), then the weakest cleared symbol's expectancy.
+        on = [c.per_symbol[s] for s in cleared[c.name]]
+        return len(on), min(m["deflated_sharpe"] for m in on), min(m["expectancy"] for m in on)
 
     passing = sorted((c for c in candidates if cleared[c.name]), key=rank, reverse=True)
     current = tracker.alias_version(registered_model, CHAMPION)
