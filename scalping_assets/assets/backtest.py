@@ -136,11 +136,16 @@ def backtest_report(
         html = log_report(tracker, candidate.run_id, report, folder)
         context.log.info(f"{candidate.name}: {report.verdict}")
         # The gate judges each symbol on its own trades: a pooled edge can hide a symbol that loses.
-        per_symbol = {s: _json_summary(backtest(predictions, [s], f"{candidate.name} {s}").summary()) for s in symbols}
+        # With one symbol the pooled backtest is that symbol's (same trades, same seeded baseline).
+        summary = _json_summary(report.summary())
+        if len(symbols) == 1:
+            per_symbol = {symbols[0]: summary}
+        else:
+            per_symbol = {s: _json_summary(backtest(predictions, [s], f"{candidate.name} {s}").summary()) for s in symbols}
         results.append(
             BacktestResult(
                 candidate=candidate,
-                summary=_json_summary(report.summary()),
+                summary=summary,
                 per_symbol=per_symbol,
                 verdict=report.verdict,
                 html=str(html),

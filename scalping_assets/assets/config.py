@@ -1,4 +1,4 @@
-"""Domain specs as Dagster config, and jobs that refuse a bad config before any step runs.
+"""Domain specs as Dagster config, and an executor that refuses a bad config before any step runs.
 
 `spec_config` turns a domain pydantic model (LabelSpec, ExecutionConfig, GateCriteria …) into a
 `dg.Config` with the same fields, defaults, descriptions *and* constraints, nested models as nested
