@@ -146,8 +146,9 @@ def test_the_champion_is_exported_to_onnx_with_parity_checks(run):
     )
     assert gate.success
     decision = resources["records"].store().load(["champion", DATASET], GateRecord)
-    context = dg.build_sensor_context(instance=instance, resources={"records": resources["records"]})
-    tick = champion_promoted_sensor.evaluate_tick(context)
+    context = dg.build_sensor_context(instance=instance, resources={"records": resources["records"]}, definitions=defs)
+    with dg.partition_loading_context(dynamic_partitions_store=instance):  # the dataset partitions are the instance's
+        tick = champion_promoted_sensor.evaluate_tick(context)
     if decision.promoted:
         assert [r.run_key for r in tick.run_requests] == [f"{decision.registered_model}:{decision.champion}"]
         assert [r.partition_key for r in tick.run_requests] == [DATASET], "the export of the same dataset"

@@ -5,17 +5,15 @@ from pathlib import Path
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 from pydantic import Field
 
 from scalping_assets.assets.config import SpecConfig, spec_config
 from scalping_assets.assets.models import MODEL_ASSETS, model_ins, present_models
 from scalping_assets.backtest.engine import ExecutionConfig
+from scalping_assets.backtest.evaluation import EvaluationSpan, evaluate_candidates
 from scalping_assets.backtest.instruments import UnknownCostError, instrument_terms
 from scalping_assets.backtest.promotion import GateCandidate, GateCriteria, promote
-from scalping_assets.backtest.report import BacktestReport, backtest_predictions
-from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_report
-from scalping_assets.backtest.trials import count_trials
+from scalping_assets.backtest.runs import log_report
 from scalping_assets.features.dataset import DatasetMeta
 from scalping_assets.partitions import DATASETS
 from scalping_assets.plotting import markdown_image
@@ -115,43 +113,40 @@ def backtest_report(
         raise dg.Failure(f"no symbol of {name!r} has known {execution.instrument} costs: {not_costed}")
     start, end = meta.boundaries[1], meta.spec.end_epoch
     store = tick_store.store()
-    ticks = {s: store.read(s, start - WARMUP_SECONDS, end) for s in symbols}
+    span = EvaluationSpan(
+        ticks={s: store.read(s, start - WARMUP_SECONDS, end) for s in symbols},
+        start=start,
+        end=end,
+        execution=execution,
+        draws=config.draws,
+        seed=config.seed,
+    )
     tracker = mlflow_store.tracker()
-    # Re-runs of one experiment are one trial, and correlated trials count as fewer (backtest/trials.py).
-    counted = count_trials(tracker, candidate_runs(tracker), cache=Path(report_store.root) / "_trial_signals")
     folder = report_store.folder(name)
-    trials, sharpes = counted.effective, counted.sharpes
-
-    def backtest(predictions: pd.DataFrame, on: list[str], label: str) -> BacktestReport:
-        chosen = predictions[predictions["symbol"].isin(on)]
-        on_ticks = {s: ticks[s] for s in on}
-        return backtest_predictions(label, on_ticks, chosen, execution, start, end, trials, sharpes, config.draws, config.seed)
-
+    candidates = [c for record in present_models(context, models) for c in record.candidates]
+    # Re-runs of one experiment are one trial, and correlated trials count as fewer (backtest/trials.py);
+    # every candidate is deflated over the same trials, its own Sharpe ratio included.
+    counted, evaluated = evaluate_candidates(
+        tracker,
+        [(c.name, c.run_id) for c in candidates],
+        span,
+        cache=Path(report_store.root) / "_trial_signals",
+        log=context.log.info,
+    )
+    trials = counted.effective
     results, plots = [], {}
-    for candidate in [c for record in present_models(context, models) for c in record.candidates]:
-        predictions = load_predictions(tracker, candidate.run_id)
-        predictions = predictions[predictions["symbol"].isin(symbols)]
-        context.log.info(f"{candidate.name}: backtesting {len(predictions):,} predictions on {', '.join(symbols)}")
-        report = backtest(predictions, symbols, candidate.name)
-        html = log_report(tracker, candidate.run_id, report, folder)
-        context.log.info(f"{candidate.name}: {report.verdict}")
-        # The gate judges each symbol on its own trades: a pooled edge can hide a symbol that loses.
-        # With one symbol the pooled backtest is that symbol's (same trades, same seeded baseline).
-        summary = _json_summary(report.summary())
-        if len(symbols) == 1:
-            per_symbol = {symbols[0]: summary}
-        else:
-            per_symbol = {s: _json_summary(backtest(predictions, [s], f"{candidate.name} {s}").summary()) for s in symbols}
+    for candidate, e in zip(candidates, evaluated, strict=True):
+        html = log_report(tracker, candidate.run_id, e.pooled, folder)
         results.append(
             BacktestResult(
                 candidate=candidate,
-                summary=summary,
-                per_symbol=per_symbol,
-                verdict=report.verdict,
+                summary=_json_summary(e.pooled.summary()),
+                per_symbol={s: _json_summary(r.summary()) for s, r in e.per_symbol.items()},
+                verdict=e.pooled.verdict,
                 html=str(html),
             )
         )
-        plots[candidate.name] = report.plots
+        plots[candidate.name] = e.pooled.plots
     record = BacktestRecord(
         dataset=name,
         symbols=symbols,

@@ -61,6 +61,7 @@ def performance(trades: pd.DataFrame, capital: float, start: int, end: int) -> d
     by_exit = trades.sort_values(["exit_epoch", "entry_epoch"], kind="stable")
     return {
         "trades": n,
+        "long_pct": float(100 * (trades["side"] > 0).mean()) if n else math.nan,
         "win_rate": len(wins) / n if n else math.nan,
         "avg_win": float(wins.mean()) if len(wins) else 0.0,
         "avg_loss": float(losses.mean()) if len(losses) else 0.0,

@@ -18,9 +18,24 @@ from .engine import REASONS, ExecutionConfig, TickPath, run_backtest, signal_sid
 from .metrics import DAY, HOURS_PER_YEAR, drawdown, equity_curve, hourly_returns, performance
 from .significance import (
     annualised_sharpe_interval,
+    deflated,
     random_signal_expectancies,
     significance,
     verdict,
+)
+
+# The per-symbol table of the HTML report: (heading, summary key, format), what decides first.
+SYMBOL_COLUMNS = (
+    ("trades", "trades", "{:,.0f}"),
+    ("long %", "long_pct", "{:.1f}"),
+    ("win rate", "win_rate", "{:.3f}"),
+    ("expectancy", "expectancy", "{:.4f}"),
+    ("net P&amp;L", "total_pnl_net", "{:,.2f}"),
+    ("p vs random", "p_value_vs_random", "{:.3g}"),
+    ("deflated Sharpe", "deflated_sharpe", "{:.2f}"),
+    ("Sharpe (ann., lower 95 %)", "sharpe_annualised_lower", "{:.2f}"),
+    ("max drawdown %", "max_drawdown_pct", "{:.2f}"),
+    ("significant", "significant", "{:.0f}"),
 )
 
 
@@ -37,10 +52,17 @@ class BacktestReport:
     baseline_win_rate: float
     unfinished: int
     plots: dict[str, bytes] = field(default_factory=dict)
+    # Each symbol's own backtest summary (its own baseline and significance) when it was run apart;
+    # otherwise the HTML's per-symbol table shows the trades' metrics alone.
+    symbol_summaries: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:
         return verdict(self.stats)
+
+    def deflate(self, trials: int, trial_sharpes: list[float]) -> None:
+        """Recompute the deflated Sharpe ratio and the significance over these trials."""
+        self.stats |= deflated(self.stats, trials, trial_sharpes)
 
     def summary(self) -> dict[str, float]:
         """Flat numbers for MLflow and the gate."""
@@ -53,10 +75,13 @@ class BacktestReport:
             else f"<tr><td>{k}</td><td>{v}</td></tr>"
             for k, v in self.summary().items()
         )
+        by_symbol = {s: m | self.symbol_summaries.get(s, {}) for s, m in self.per_symbol.items()}
+        head = "".join(f"<th>{heading}</th>" for heading, _, _ in SYMBOL_COLUMNS)
         symbols = "".join(
-            f"<tr><td>{s}</td><td>{m['trades']}</td><td>{m['win_rate']:.3f}</td><td>{m['expectancy']:.4f}</td>"
-            f"<td>{m['total_pnl_net']:,.2f}</td></tr>"
-            for s, m in self.per_symbol.items()
+            f"<tr><td>{html.escape(s)}</td>"
+            + "".join(f"<td>{_cell(m.get(key), form)}</td>" for _, key, form in SYMBOL_COLUMNS)
+            + "</tr>"
+            for s, m in by_symbol.items()
         )
         images = "".join(
             f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}"><figcaption>{name}</figcaption></figure>'
@@ -67,9 +92,13 @@ class BacktestReport:
 </head><body><h1>Backtest: {html.escape(self.name)}</h1><p><b>{html.escape(self.verdict)}</b></p>
 <h2>Execution</h2><pre>{html.escape(self.config.model_dump_json(indent=1))}</pre>
 <h2>Metrics</h2><table>{rows}</table>
-<h2>Per symbol</h2><table><tr><th>symbol</th><th>trades</th><th>win rate</th><th>expectancy</th><th>net P&amp;L</th></tr>
+<h2>Per symbol</h2><table><tr><th>symbol</th>{head}</tr>
 {symbols}</table>
 <h2>Plots</h2>{images}</body></html>"""
+
+
+def _cell(value: float | None, form: str) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else form.format(value)
 
 
 def _paths(ticks: dict[str, pd.DataFrame], config: ExecutionConfig) -> dict[str, TickPath]:

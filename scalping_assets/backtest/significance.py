@@ -16,9 +16,10 @@ the uncertainty of every headline number.
 - Probabilistic Sharpe ratio (Bailey & López de Prado 2012): probability that the true per-trade
   Sharpe ratio exceeds a benchmark, given the sample's length, skewness and kurtosis. The deflated
   Sharpe ratio (2014) sets the benchmark to the Sharpe ratio expected from the best of N unskilled
-  trials, N being the count of candidate runs in the MLflow experiment; the variance of Sharpe
-  ratios across trials comes from the trials' own logged values when there are at least two, else
-  from this estimate's sampling variance.
+  trials, N being the effective number of distinct trials in the MLflow experiment (`trials.py`); the
+  variance of Sharpe ratios across trials comes from the trials' own values when there are at least
+  two, else from this estimate's sampling variance. `deflated` computes it apart, for evaluations that
+  deflate every candidate once all of them are backtested (`evaluation.py`).
 - Sharpe ratios with their standard errors (Mertens 2002: Lo's IID variance 1 + SR^2 / 2 corrected
   for skewness and kurtosis) and a 95 % interval; the annualised one also with the span it was
   measured on, flagged when that span is too short for a yearly figure to mean anything. The win
@@ -185,17 +186,10 @@ def significance(
     else:
         low = high = expectancy
         sharpe, skewness, kurt = math.nan, 0.0, 3.0
-    spread = _sharpe_spread(sharpe, skewness, kurt) if math.isfinite(sharpe) else math.nan
-    finite_trials = [s for s in trial_sharpes if math.isfinite(s)]
-    variance = float(np.var(finite_trials, ddof=1)) if len(finite_trials) >= 2 else spread / max(n - 1, 1)
-    benchmark = expected_max_sharpe(trials, variance) if math.isfinite(variance) else math.nan
     p_value = p_value_vs_random(expectancy, baseline_expectancy)
-    psr = probabilistic_sharpe(sharpe, n, skewness, kurt)
-    dsr = probabilistic_sharpe(sharpe, n, skewness, kurt, benchmark) if math.isfinite(benchmark) else math.nan
-    significant = bool(n >= 2 and p_value < alpha and math.isfinite(dsr) and dsr >= min_deflated_sharpe)
     win_low, win_high = wilson_interval(int((pnl > 0).sum()), n)
     finite_baseline = baseline_expectancy[np.isfinite(baseline_expectancy)]
-    return {
+    stats = {
         "expectancy": expectancy,
         "expectancy_ci_low": low,
         "expectancy_ci_high": high,
@@ -203,9 +197,38 @@ def significance(
         "p_value_vs_random": float(p_value),
         "sharpe_per_trade": sharpe,
         "sharpe_per_trade_se": sharpe_standard_error(sharpe, n, skewness, kurt),
+        "pnl_skewness": skewness,
+        "pnl_kurtosis": kurt,
+        "trades": n,
         "win_rate_ci_low": win_low,
         "win_rate_ci_high": win_high,
-        "probabilistic_sharpe": psr,
+        "probabilistic_sharpe": probabilistic_sharpe(sharpe, n, skewness, kurt),
+    }
+    return stats | deflated(stats, trials, trial_sharpes, alpha, min_deflated_sharpe)
+
+
+def deflated(
+    stats: dict[str, float],
+    trials: int,
+    trial_sharpes: list[float],
+    alpha: float = 0.05,
+    min_deflated_sharpe: float = 0.95,
+) -> dict[str, float]:
+    """The deflated Sharpe ratio of a backtest's `stats` (from `significance`) over `trials` trials
+    whose Sharpe ratios per trade are `trial_sharpes`, and whether the edge is significant.
+
+    Apart from `significance` because an evaluation of several candidates deflates each of them once
+    every candidate's own Sharpe ratio is known (`evaluation.evaluate_candidates`): the first candidate
+    must not see fewer trials' Sharpe ratios than the last, nor a re-run more than the first run."""
+    n, sharpe = int(stats["trades"]), stats["sharpe_per_trade"]
+    skewness, kurt = stats["pnl_skewness"], stats["pnl_kurtosis"]
+    spread = _sharpe_spread(sharpe, skewness, kurt) if math.isfinite(sharpe) else math.nan
+    finite_trials = [s for s in trial_sharpes if math.isfinite(s)]
+    variance = float(np.var(finite_trials, ddof=1)) if len(finite_trials) >= 2 else spread / max(n - 1, 1)
+    benchmark = expected_max_sharpe(trials, variance) if math.isfinite(variance) else math.nan
+    dsr = probabilistic_sharpe(sharpe, n, skewness, kurt, benchmark) if math.isfinite(benchmark) else math.nan
+    significant = bool(n >= 2 and stats["p_value_vs_random"] < alpha and math.isfinite(dsr) and dsr >= min_deflated_sharpe)
+    return {
         "deflated_sharpe": dsr,
         "deflated_benchmark_sharpe": benchmark,
         "trials": trials,

@@ -280,7 +280,9 @@ def effective_number(correlations: np.ndarray, draws: int = EFFECTIVE_DRAWS, see
         total += float(z.max(axis=1).sum() + (-z).max(axis=1).sum()) / 2  # antithetic: odd errors cancel
         done += batch
     target = total / draws
-    if target <= 0.0:
+    # Perfectly correlated trials give 0 up to the rounding of the eigen-decomposition (about 1e-9,
+    # depending on the LAPACK build): one trial.
+    if target <= 1e-6:
         return 1.0
     if target >= expected_max_normal(n):
         return float(n)

@@ -7,7 +7,11 @@ ticks share most of their future, so on consecutive rows any slowly varying feat
 long volatility window) "predicts" the label of its time neighbours and looks informative. The
 k-nearest-neighbour estimator is also biased upwards on small samples and tied values (a constant
 column scores about 0.02 nats), so the chart shows the excess over the same estimate with shuffled
-labels: a feature with nothing to say reads about 0.
+labels: a feature with nothing to say reads about 0. A column constant within a symbol (the tick
+rate of a fixed-interval index, say) scores exactly 0 and is not estimated: constancy is judged by
+the column's spread against its magnitude, not by a standard deviation above 0, because the float32
+standard deviation of a constant column is rounding error (about 1e-5 at a scaled value of 100), which the
+estimator would rescale to unit variance and read as a signal.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ..plotting import figure_png
 MAX_ROWS = 10_000
 SHUFFLES = 3
 NOISE = "_noise"  # per group: spread of the shuffled-label estimates, the chart's resolution
+CONSTANT_ULPS = 16  # a spread within this many units in the last place of the column's largest value is rounding
 
 
 def _sample(rows: np.ndarray, stride: int, seed: int) -> np.ndarray:
@@ -30,31 +35,50 @@ def _sample(rows: np.ndarray, stride: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(rows, MAX_ROWS, replace=False))
 
 
+def constant_columns(x: np.ndarray) -> np.ndarray:
+    """Per column of `x` (rows x columns): True where max - min is within rounding of the column's largest
+    magnitude, i.e. the column holds one value up to the precision of its dtype (float64 for integers).
+    Exact: no sum is taken, so no accumulated rounding can make a constant column look varying."""
+    x = np.asarray(x)
+    if len(x) == 0:
+        return np.ones(x.shape[1:], dtype=bool)
+    eps = np.finfo(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float64).eps
+    low, high = x.min(axis=0).astype(np.float64), x.max(axis=0).astype(np.float64)
+    magnitude = np.maximum(np.abs(low), np.abs(high))
+    return high - low <= CONSTANT_ULPS * eps * magnitude
+
+
 def mutual_information(
     x: np.ndarray, y: np.ndarray, groups: np.ndarray, names: list[str], stride: int, seed: int = 0
 ) -> dict[str, dict[str, float]]:
     """Per group (symbol): mutual information (nats) of each feature with the label above its
-    shuffled-label baseline, on every `stride`-th row (pass the label look-ahead), at most 10k of them."""
+    shuffled-label baseline, on every `stride`-th row (pass the label look-ahead), at most 10k of them.
+    A column constant within the group (`constant_columns`) scores 0 there without being estimated."""
     rng = np.random.default_rng(seed)
     result = {}
     for group in np.unique(groups):
         rows = _sample(np.flatnonzero(groups == group), stride, seed)
-        varying = x[rows].std(axis=0) > 0  # a constant column says nothing; the estimator would see noise
-        xs, excess = x[rows][:, varying], np.zeros(len(names))
-        real = mutual_info_classif(xs, y[rows], random_state=seed)
-        null = np.array([mutual_info_classif(xs, rng.permutation(y[rows]), random_state=seed) for _ in range(SHUFFLES)])
-        excess[varying] = real - null.mean(axis=0)
+        varying = ~constant_columns(x[rows])  # a constant column says nothing; the estimator would see noise
+        xs, excess, noise = x[rows][:, varying], np.zeros(len(names)), 0.0
+        if varying.any():
+            real = mutual_info_classif(xs, y[rows], random_state=seed)
+            null = np.array([mutual_info_classif(xs, rng.permutation(y[rows]), random_state=seed) for _ in range(SHUFFLES)])
+            excess[varying], noise = real - null.mean(axis=0), float(null.std())
         result[str(group)] = dict(zip(names, map(float, excess), strict=True))
-        result[str(group)][NOISE] = float(null.std())
+        result[str(group)][NOISE] = noise
     return result
 
 
 def within_group_correlation(x: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Mean over groups of each group's Pearson correlation matrix (0 for a constant column)."""
+    """Mean over groups of each group's Pearson correlation matrix (0 for a column constant in the group)."""
     matrices = []
     for group in np.unique(groups):
+        part = x[groups == group]
         with np.errstate(invalid="ignore", divide="ignore"):
-            matrices.append(np.nan_to_num(np.corrcoef(x[groups == group], rowvar=False)))
+            corr = np.atleast_2d(np.nan_to_num(np.corrcoef(part, rowvar=False)))
+        constant = constant_columns(part)
+        corr[constant, :] = corr[:, constant] = 0.0  # rounding noise would otherwise correlate at random
+        matrices.append(corr)
     return np.mean(matrices, axis=0)
 
 
