@@ -1,15 +1,31 @@
-"""Partitions: UTC day x symbol for the tick-level assets, the dataset for everything trained on one."""
+"""Partitions: UTC day x symbol for the tick-level assets, the dataset for everything trained on one.
+
+The (day, symbol) space is what the deployment tracks, read from `Settings` when the code location
+loads: the symbols it collects or simulates (`SCALPING_SYMBOLS`, by default those `scalping demo`
+simulates), on every UTC day from its first (`SCALPING_START_DAY`). Not the whole catalogue: the UI
+would show thousands of partitions that nothing ever fills.
+"""
 
 import warnings
 
 import dagster as dg
 
-from scalping_assets.market.simulator import DEFAULT_ORIGIN
-from scalping_assets.market.symbols import catalog
+from scalping_assets.settings import Settings
 
-DAILY = dg.DailyPartitionsDefinition(start_date=DEFAULT_ORIGIN.isoformat(), timezone="UTC")
-SYMBOLS = dg.StaticPartitionsDefinition(list(catalog()))
-TICK_PARTITIONS = dg.MultiPartitionsDefinition({"date": DAILY, "symbol": SYMBOLS})
+
+def tick_partitions(settings: Settings) -> dg.MultiPartitionsDefinition:
+    """The deployment's (UTC day, symbol) partitions: `settings.symbols` on every day from `settings.start_day`."""
+    return dg.MultiPartitionsDefinition(
+        {
+            "date": dg.DailyPartitionsDefinition(start_date=settings.start_day.isoformat(), timezone="UTC"),
+            "symbol": dg.StaticPartitionsDefinition(list(settings.symbols)),
+        }
+    )
+
+
+TICK_PARTITIONS = tick_partitions(Settings())
+DAILY: dg.DailyPartitionsDefinition = TICK_PARTITIONS.get_partitions_def_for_dimension("date")
+SYMBOLS: dg.StaticPartitionsDefinition = TICK_PARTITIONS.get_partitions_def_for_dimension("symbol")
 
 
 # A dataset is named when it is added (UI: "Add partition"; `scalping demo`: `default`). The dataset and

@@ -1,12 +1,11 @@
-"""Jobs, the schedule that keeps the day partitions current for every simulated symbol, and the export sensor."""
+"""Jobs, the schedule that keeps the day partitions current for every tracked simulated symbol, and the export sensor."""
 
 from datetime import UTC, timedelta
 
 import dagster as dg
 
-from scalping_assets.market.simulator import DEFAULT_ORIGIN
-from scalping_assets.market.symbols import simulated_symbols
-from scalping_assets.partitions import tick_partition
+from scalping_assets.market.symbols import get_symbol
+from scalping_assets.partitions import DAILY, SYMBOLS, tick_partition
 from scalping_assets.records import GateRecord
 from scalping_assets.resources import RecordIOManager
 
@@ -47,19 +46,30 @@ serving_job = dg.define_asset_job(
 )
 
 
+def simulated_tracked_symbols() -> list[str]:
+    """The partitions' symbols the simulator can generate (a symbol without a published formula is
+    only collected live, and a simulator run of it would fail)."""
+    return [symbol for symbol in SYMBOLS.get_partition_keys() if get_symbol(symbol).simulated]
+
+
 def _requests(context: dg.ScheduleEvaluationContext, days_back: int, kind: str):
     day = context.scheduled_execution_time.astimezone(UTC).date() - timedelta(days=days_back)
-    if day < DEFAULT_ORIGIN:
-        return dg.SkipReason(f"no complete day since the partitions start on {DEFAULT_ORIGIN}")
+    first = DAILY.start.date()
+    if day < first:
+        return dg.SkipReason(f"no complete day since the partitions start on {first} (SCALPING_START_DAY)")
+    symbols = simulated_tracked_symbols()
+    if not symbols:
+        return dg.SkipReason(f"none of the tracked symbols ({', '.join(SYMBOLS.get_partition_keys())}) can be simulated")
     return [
         dg.RunRequest(run_key=f"{kind}:{day}:{symbol}", partition_key=tick_partition(day.isoformat(), symbol))
-        for symbol in simulated_symbols()
+        for symbol in symbols
     ]
 
 
 @dg.schedule(job=daily_job, cron_schedule="15 0 * * *", execution_timezone="UTC")
 def daily_ticks_schedule(context: dg.ScheduleEvaluationContext):
-    """Shortly after 00:00 UTC: ticks and features of the day that just ended, one run per simulated symbol."""
+    """Shortly after 00:00 UTC: ticks and features of the day that just ended, one run per tracked
+    symbol the simulator generates (SCALPING_SYMBOLS)."""
     return _requests(context, 1, "daily")
 
 

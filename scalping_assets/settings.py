@@ -4,16 +4,29 @@ The Dagster resources (`definitions.build_resources`), the `scalping` CLI and th
 all start from `Settings()`. Each field names its variable; an explicit argument (a CLI flag, a test)
 wins over the environment, the environment over the default. Secrets are `SecretStr`: they never
 appear in a repr, a log line or the Dagster UI.
+
+`symbols` and `start_day` are what the deployment tracks: the Dagster (day, symbol) partitions are
+those symbols on every UTC day from the start day (`scalping_assets.partitions`), not the whole
+catalogue since the simulator's origin.
 """
 
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from scalping_assets.market.symbols import catalog
+
+# What `scalping demo` simulates (its --symbols default) from its first day (--start, the simulator's
+# origin); a test keeps them equal to `cli.DEMO_SYMBOLS` and `simulator.DEFAULT_ORIGIN`, not imported:
+# the CLI imports this module, and the simulator would pull pandas and scipy into the prediction service.
+DEFAULT_SYMBOLS = ("R_100", "1HZ50V", "CRASH1000", "BOOM500", "JD25", "stpRNG", "RDBULL", "SIG_AR1")
+DEFAULT_START_DAY = date(2026, 1, 1)
 
 
 def _env(name: str) -> AliasChoices:
@@ -33,6 +46,13 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("tracking_uri", "MLFLOW_TRACKING_URI"),
         description="empty: SQLite under the data folder",
     )
+    # What the deployment tracks: the Dagster partitions are these symbols, every UTC day from start_day.
+    symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_SYMBOLS,
+        validation_alias=_env("SCALPING_SYMBOLS"),
+        description="comma-separated catalogue symbols the deployment collects or simulates",
+    )
+    start_day: date = Field(default=DEFAULT_START_DAY, validation_alias=_env("SCALPING_START_DAY"), description="first UTC day")
     deriv_url: str = Field(
         default="",
         validation_alias=AliasChoices("deriv_url", "DERIV_WS_URL"),
@@ -47,6 +67,27 @@ class Settings(BaseSettings):
     bundle_cache: Path | None = Field(default=None, validation_alias=_env("SCALPING_BUNDLE_CACHE"))
     workers: int = Field(default=2, ge=1, validation_alias=_env("SCALPING_WORKERS"))
     access_log: bool = Field(default=False, validation_alias=_env("SCALPING_ACCESS_LOG"))
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: object) -> object:
+        if isinstance(value, str):  # the variable: "R_100, SIG_AR1"
+            return tuple(name.strip() for name in value.split(",") if name.strip())
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _known_symbols(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        known = catalog()
+        unknown = [name for name in value if name not in known]
+        if unknown:
+            raise ValueError(
+                f"unknown symbol{'s' * (len(unknown) > 1)} {', '.join(unknown)} in SCALPING_SYMBOLS; "
+                f"the catalogue (`scalping symbols`): {', '.join(known)}"
+            )
+        if not value:
+            raise ValueError("SCALPING_SYMBOLS names no symbol: the deployment would track nothing")
+        return tuple(dict.fromkeys(value))  # each once, in the given order
 
     def folder(self, name: str) -> Path:
         return self.data_dir / name

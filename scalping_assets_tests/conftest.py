@@ -4,7 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from scalping_assets.market.store import TickStore
+from scalping_assets.market.symbols import catalog
+
+# The tests materialize (day, symbol) partitions across the whole catalogue from the simulator's origin:
+# their deployment tracks every symbol. Set before anything imports `scalping_assets.partitions`, and
+# inherited by the subprocesses they start (`scalping demo`, the webserver); a developer's own
+# SCALPING_SYMBOLS must not change what the suite tests.
+os.environ["SCALPING_SYMBOLS"] = ",".join(catalog())
+os.environ["SCALPING_START_DAY"] = "2026-01-01"
+
+from scalping_assets.market.store import TickStore  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("SCALPING_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
