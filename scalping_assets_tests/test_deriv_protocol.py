@@ -58,6 +58,7 @@ def test_every_request_sent_and_every_response_served_follows_the_schemas(server
             replies.append(await client.request({"forget": subscription}))
             replies.append(await client.request({"forget": subscription}))
             replies.append(await client.request({"forget_all": ["ticks", "candles"]}))
+            replies.append(await client.request({"website_status": 1}))
             return client.sent, replies, first_tick, ticks
 
     sent, replies, first_tick, ticks = run(session())
@@ -76,6 +77,7 @@ def test_every_request_sent_and_every_response_served_follows_the_schemas(server
     assert replies[5]["subscription"]["id"] and replies[5]["history"]["times"]
     assert replies[6]["forget"] == 1 and replies[7]["forget"] == 0
     assert len(replies[8]["forget_all"]) == 2  # JD25 (history + subscribe) and the other stream
+    assert replies[9]["website_status"]["api_call_limits"]["max_requestes_general"]["minutely"] == fake.rate_limit_per_minute
 
 
 def test_client_refuses_to_send_what_the_schema_forbids(server):

@@ -2,6 +2,7 @@
 naive loop on every instrument, one hand-computed trade per instrument, the venue's trade caps, and a
 clear error for a figure nobody has published."""
 
+import asyncio
 from datetime import date
 
 import numpy as np
@@ -13,8 +14,10 @@ from scalping_assets.backtest.engine import ExecutionConfig, TickPath, exits_of,
 from scalping_assets.backtest.instruments import UnknownCostError, instrument_terms, trade_caps
 from scalping_assets.backtest.reference import reference_backtest
 from scalping_assets.backtest.report import backtest_predictions
+from scalping_assets.market.deriv_client import DerivClient
 from scalping_assets.market.simulator import simulator
 from scalping_assets.market.symbols import (
+    CallLimits,
     CfdCosts,
     Figure,
     MultiplierCosts,
@@ -23,7 +26,9 @@ from scalping_assets.market.symbols import (
     _raw,
     catalog,
     get_symbol,
+    venue,
 )
+from scalping_assets.testing.fake_deriv import FakeDerivServer, ServerThread
 from scalping_assets_tests.backtest_helpers import random_proba, same_trades
 
 DAY = date(2026, 1, 1)
@@ -359,3 +364,26 @@ def test_a_legacy_spread_trade_by_hand():
     t = _one_trade("R_100", [1000.00, 1000.00, 1000.50, 1000.00], config)
     assert (t["entry_price"], t["exit_price"]) == (pytest.approx(1000.01), pytest.approx(1000.49))
     assert t["pnl_net"] == pytest.approx(1000 * (1000.49 / 1000.01 - 1) - 0.05)
+
+
+def test_the_venue_s_call_limits_read_live_set_the_trade_caps():
+    fake = FakeDerivServer(seed=1, rate_limit_per_minute=100, strict=True)
+    with ServerThread(fake) as thread:
+
+        async def read() -> CallLimits:
+            async with DerivClient(thread.url) as client:
+                return await client.api_call_limits()
+
+        limits = asyncio.run(read())
+    assert not fake.schema_violations
+    assert (limits.minutely, limits.hourly) == (100, 6_000) and thread.url in limits.source
+    offline = venue().api_call_limits
+    assert (offline.minutely, offline.hourly) == (220, 14_400)
+    # A multiplier spends two calls a trade (buy, then sell at the timeout), a tick contract one.
+    assert trade_caps(ExecutionConfig(instrument="multiplier"), limits) == (50, 3_000)
+    assert trade_caps(ExecutionConfig(instrument="rise_fall"), limits) == (100, 6_000)
+    assert trade_caps(ExecutionConfig(instrument="multiplier")) == (110, 7_200)
+    assert trade_caps(ExecutionConfig(instrument="cfd"), limits) == (0, 0)  # MT5: not an API call
+    assert trade_caps(ExecutionConfig(instrument="multiplier", max_trades_per_minute=7), limits) == (7, 3_000)
+    with pytest.raises(ValueError, match="max_requestes_general unreadable in here"):
+        CallLimits.from_website_status({"api_call_limits": {}}, "here")

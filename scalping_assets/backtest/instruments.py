@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
-from ..market.symbols import SymbolCosts, get_symbol, venue
+from ..market.symbols import CallLimits, SymbolCosts, get_symbol, venue
 
 if TYPE_CHECKING:
     from .engine import ExecutionConfig
@@ -90,11 +90,12 @@ def _known(symbol: str, field_path: str, value: float | None, source: str) -> fl
     return float(value)
 
 
-def trade_caps(config: ExecutionConfig) -> tuple[int, int]:
-    """(entries per rolling minute, per rolling hour); 0: no cap. The venue's API call limits divided by
-    the calls one trade of the instrument spends, unless the config sets its own."""
+def trade_caps(config: ExecutionConfig, limits: CallLimits | None = None) -> tuple[int, int]:
+    """(entries per rolling minute, per rolling hour); 0: no cap. The venue's API call limits (`limits`,
+    e.g. read live by `DerivClient.api_call_limits`; by default the catalog's offline figures) divided
+    by the calls one trade of the instrument spends, unless the config sets its own."""
     calls = venue().calls_per_trade.get(config.instrument)
-    limits = venue().api_call_limits
+    limits = limits or venue().api_call_limits
     per_minute = per_hour = 0
     if calls is not None and calls.calls is not None:
         per_minute = (limits.minutely or 0) // calls.calls

@@ -17,6 +17,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from .deriv_schema import validate_request
+from .symbols import CallLimits
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +207,12 @@ class DerivClient:
 
     async def server_time(self) -> int:
         return (await self.request({"time": 1}))["time"]
+
+    async def api_call_limits(self) -> CallLimits:
+        """The general call limits the server states now (`website_status.api_call_limits`): what a
+        trading strategy's buys and sells count against (the offline defaults are in symbols.yml)."""
+        reply = await self.request({"website_status": 1})
+        return CallLimits.from_website_status(reply["website_status"], f"website_status of {self.url}")
 
     async def ticks_history(self, symbol: str, start: int, end: int | str = "latest", *, spacing: int = 1) -> pd.DataFrame:
         """Every tick with start <= epoch <= end, paging backwards from `end`.

@@ -8,7 +8,7 @@ from importlib import resources
 
 from jsonschema import Draft4Validator
 
-CALLS = ("active_symbols", "forget", "forget_all", "ping", "ticks", "ticks_history", "time")
+CALLS = ("active_symbols", "forget", "forget_all", "ping", "ticks", "ticks_history", "time", "website_status")
 
 
 class SchemaViolation(ValueError):

@@ -9,6 +9,7 @@ fails naming the symbol and the field (`scalping_assets.backtest.instruments`).
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from enum import StrEnum
 from functools import cache
 from importlib import resources
@@ -149,6 +150,18 @@ class CallLimits(_Frozen):
     minutely: int | None = Field(ge=1)
     hourly: int | None = Field(ge=1)
     source: str = Field(min_length=1)
+
+    @classmethod
+    def from_website_status(cls, status: dict, where: str) -> CallLimits:
+        """The general limits of a `website_status` reply (buys and sells are general calls: neither
+        pricing nor outcome ones), stamped with where and when they were read."""
+        try:
+            general = status["api_call_limits"]["max_requestes_general"]  # sic: the API's spelling
+            minutely, hourly = int(general["minutely"]), int(general["hourly"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"website_status.api_call_limits.max_requestes_general unreadable in {where}: {exc!r}") from exc
+        read = datetime.now(UTC).isoformat(timespec="seconds")
+        return cls(minutely=minutely, hourly=hourly, source=f"{where}, read {read}")
 
 
 class ProductCalls(_Frozen):

@@ -288,6 +288,8 @@ class FakeDerivServer:
                 return self._reply(request, "ping", ping="pong")
             if call == "time":
                 return self._reply(request, "time", time=int(self.clock.now()))
+            if call == "website_status":
+                return self._reply(request, "website_status", website_status=self._website_status())
             return self._reply(request, "active_symbols", active_symbols=self._active_symbols())
         except SchemaViolation as exc:
             if call is None:
@@ -296,6 +298,35 @@ class FakeDerivServer:
             return self._error(request, ERROR_MSG_TYPE.get(call, call), error)
         except APIError as exc:
             return self._error(request, ERROR_MSG_TYPE.get(call, call), exc)
+
+    def _website_status(self) -> dict:
+        # The limits this server enforces (general calls per minute; an hour is 60 minutes of them),
+        # the other fields as Deriv shapes them.
+        def limit(applies_to: str) -> dict:
+            return {"applies_to": applies_to, "minutely": self.rate_limit_per_minute, "hourly": 60 * self.rate_limit_per_minute}
+
+        return {
+            "api_call_limits": {
+                "max_proposal_subscription": {"applies_to": "subscribing to proposal concurrently", "max": 5},
+                "max_requestes_general": limit("rest of api"),
+                "max_requests_outcome": limit("portfolio, statement and proposal open contract"),
+                "max_requests_pricing": limit("proposal and proposal open contract"),
+            },
+            # The virtual account's currency: what a demo-account trader stakes in.
+            "currencies_config": {
+                "USD": {
+                    "fractional_digits": 2,
+                    "is_deposit_suspended": 0,
+                    "is_suspended": 0,
+                    "is_withdrawal_suspended": 0,
+                    "name": "US Dollar",
+                    "stake_default": 10,
+                    "transfer_between_accounts": {"fees": {}, "limits": {"min": 1}},
+                    "type": "fiat",
+                }
+            },
+            "site_status": "up",
+        }
 
     # -- streaming ------------------------------------------------------------------------------
 
