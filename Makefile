@@ -29,6 +29,7 @@ bench: $(BIN)/.installed  ## benchmark tables
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_backtest.py
 	$(BIN)/python benchmarks/bench_baseline.py
+	$(BIN)/python benchmarks/bench_gate.py
 	$(BIN)/python benchmarks/bench_serving.py
 
 dev: $(BIN)/.installed  ## Dagster UI on http://127.0.0.1:3000
