@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME := $(CURDIR)
+# Where `make demo` and `make dev` keep MLflow's store and artifacts (SCALPING_DATA_DIR, default data/).
+MLFLOW_DATA := $(abspath $(or $(SCALPING_DATA_DIR),data))
 
-.PHONY: demo test lint bench dev serve symbols clean
+.PHONY: demo test lint bench dev mlflow serve symbols clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +36,12 @@ bench: $(BIN)/.installed  ## benchmark tables
 
 dev: $(BIN)/.installed  ## Dagster UI on http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml
+
+mlflow: $(BIN)/.installed  ## MLflow UI on http://127.0.0.1:5000 (MLFLOW_UI_URL's default): runs, curves, backtests, registry
+	@# The store and artifact folder the assets write to; no GenAI job runner (seven processes browsing does not need).
+	mkdir -p $(MLFLOW_DATA)
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DATA)/mlflow.db \
+		--default-artifact-root $(MLFLOW_DATA)/mlartifacts --host 127.0.0.1 --port 5000
 
 serve: $(BIN)/.installed  ## the registry's champion over HTTP on http://127.0.0.1:3100 (after make demo)
 	$(BIN)/bentoml serve serving.service:Scalping --port 3100

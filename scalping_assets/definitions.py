@@ -62,7 +62,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "bundle_store": FolderResource(root=folder("bundles")),
         "records": RecordIOManager(root=folder("records")),
         "mlflow_store": MLflowResource(
-            tracking_uri=_from(settings, "tracking_uri", settings.mlflow_uri()), artifact_root=folder("mlartifacts")
+            tracking_uri=_from(settings, "tracking_uri", settings.mlflow_uri()),
+            artifact_root=folder("mlartifacts"),
+            ui_url=_from(settings, "mlflow_ui_url", settings.mlflow_ui_url),
         ),
     }
 

@@ -72,6 +72,8 @@ class BacktestResult(BaseModel):
     per_symbol: dict[str, Summary]  # the same, each symbol's trades alone: what the gate judges
     verdict: str
     html: str  # the self-contained report
+    run_id: str | None = None  # the backtest's MLflow run (None: recorded before backtests had runs of their own)
+    report_url: str | None = None  # the report rendered in the MLflow UI
 
 
 class BacktestRecord(BaseModel):
@@ -111,7 +113,14 @@ class ExportRecord(BaseModel):
 
 
 RECORD_TYPES: dict[str, type[BaseModel]] = {
-    cls.__name__: cls for cls in (DatasetRecord, ModelRecord, BacktestRecord, GateRecord, ExportRecord)
+    cls.__name__: cls
+    for cls in (
+        DatasetRecord,
+        ModelRecord,
+        BacktestRecord,
+        GateRecord,
+        ExportRecord,
+    )
 }
 R = TypeVar("R", bound=BaseModel)
 

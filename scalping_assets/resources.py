@@ -15,6 +15,7 @@ from scalping_assets.market.store import TickStore
 from scalping_assets.market.symbols import get_symbol
 from scalping_assets.models.tracking import Tracker
 from scalping_assets.records import RecordError, RecordStore
+from scalping_assets.settings import DEFAULT_MLFLOW_UI_URL
 
 
 class TickStoreResource(dg.ConfigurableResource):
@@ -110,6 +111,7 @@ class MLflowResource(dg.ConfigurableResource):
     tracking_uri: str = "sqlite:///data/mlflow.db"
     artifact_root: str = "data/mlartifacts"
     experiment: str = "scalping"
+    ui_url: str = DEFAULT_MLFLOW_UI_URL  # where the links in the UI point (a server tracking URI is its own UI)
 
     def tracker(self) -> Tracker:
-        return Tracker(self.tracking_uri, self.experiment, str(Path(self.artifact_root).resolve()))
+        return Tracker(self.tracking_uri, self.experiment, str(Path(self.artifact_root).resolve()), self.ui_url)

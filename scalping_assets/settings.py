@@ -22,11 +22,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from scalping_assets.market.symbols import catalog
 
-# What `scalping demo` simulates (its --symbols default) from its first day (--start, the simulator's
-# origin); a test keeps them equal to `cli.DEMO_SYMBOLS` and `simulator.DEFAULT_ORIGIN`, not imported:
-# the CLI imports this module, and the simulator would pull pandas and scipy into the prediction service.
+# The default deployment tracks what `scalping demo` simulates (its --symbols default: the tracked
+# symbols the simulator generates) from the simulator's origin (its --start default); a test keeps the
+# day equal to `simulator.DEFAULT_ORIGIN`, not imported: the simulator would pull pandas and scipy into
+# the prediction service.
 DEFAULT_SYMBOLS = ("R_100", "1HZ50V", "CRASH1000", "BOOM500", "JD25", "stpRNG", "RDBULL", "SIG_AR1")
 DEFAULT_START_DAY = date(2026, 1, 1)
+DEFAULT_MLFLOW_UI_URL = "http://127.0.0.1:5000"  # what `make mlflow` serves
 
 
 def _env(name: str) -> AliasChoices:
@@ -45,6 +47,13 @@ class Settings(BaseSettings):
         default="",
         validation_alias=AliasChoices("tracking_uri", "MLFLOW_TRACKING_URI"),
         description="empty: SQLite under the data folder",
+    )
+    # Where people open MLflow: the links in the Dagster UI and the CLI. A tracking URI that is itself an
+    # MLflow server (http or https) is its own UI and wins over this.
+    mlflow_ui_url: str = Field(
+        default=DEFAULT_MLFLOW_UI_URL,
+        validation_alias=_env("MLFLOW_UI_URL"),
+        description="MLflow UI base URL for links (default: what `make mlflow` serves)",
     )
     # What the deployment tracks: the Dagster partitions are these symbols, every UTC day from start_day.
     symbols: Annotated[tuple[str, ...], NoDecode] = Field(

@@ -22,7 +22,7 @@ from scalping_assets.backtest.promotion import (
 )
 from scalping_assets.backtest.reference import reference_backtest
 from scalping_assets.backtest.report import backtest_predictions
-from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_report
+from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_backtest
 from scalping_assets.backtest.trials import count_trials
 from scalping_assets.features.dataset import DatasetSpec, build_dataset
 from scalping_assets.market.simulator import simulator
@@ -147,12 +147,12 @@ def _trained_backtest(symbol: str, tracker: Tracker, folder, seed: int = 0):
         trials.effective,
         trials.sharpes,
     )
-    log_report(tracker, candidate.run_id, report, folder)
-    return candidate, report
+    logged = log_backtest(tracker, candidate.run_id, report, folder)
+    return candidate, report, logged
 
 
 def test_the_gate_promotes_the_planted_signal_and_rollback_restores_the_previous_champion(tracker, tmp_path):
-    first, report = _trained_backtest("SIG_AR1", tracker, tmp_path)
+    first, report, logged = _trained_backtest("SIG_AR1", tracker, tmp_path)
     summary = report.summary()
     assert report.stats["significant"] == 1.0, report.verdict
     assert report.verdict.startswith("The edge is significant")
@@ -165,16 +165,17 @@ def test_the_gate_promotes_the_planted_signal_and_rollback_restores_the_previous
     )
     assert decision.promoted and decision.champion == first.version, decision.failures
     assert tracker.alias_version(first.registered_name, CHAMPION) == first.version
-    run = tracker.client.get_run(first.run_id)
-    assert run.data.metrics["bt_win_rate"] == pytest.approx(summary["win_rate"])
-    assert {a.path for a in tracker.client.list_artifacts(first.run_id, "backtest")} >= {
+    run = tracker.client.get_run(logged.run_id)  # the backtest's own run, a child of the training
+    assert run.data.tags["mlflow.parentRunId"] == first.run_id
+    assert run.data.metrics["backtest/win_rate"] == pytest.approx(summary["win_rate"])
+    assert {a.path for a in tracker.client.list_artifacts(logged.run_id, "backtest")} >= {
         "backtest/report.html",
         "backtest/equity_drawdown.png",
         "backtest/trades.parquet",
     }
     assert (tmp_path / f"{first.name}.html").read_text().count("data:image/png;base64,") == 4
 
-    second, report = _trained_backtest("SIG_AR1", tracker, tmp_path, seed=1)
+    second, report, _ = _trained_backtest("SIG_AR1", tracker, tmp_path, seed=1)
     # Two seeds of one model on one dataset: two distinct trials, fewer effective ones where they agree.
     assert 1 <= report.stats["trials"] <= 2
     decision = promote(
@@ -191,7 +192,7 @@ def test_the_gate_promotes_the_planted_signal_and_rollback_restores_the_previous
 
 @pytest.mark.parametrize("symbol", ["R_100", "stpRNG"])
 def test_the_gate_refuses_martingales_and_says_why(symbol, tracker, tmp_path):
-    candidate, report = _trained_backtest(symbol, tracker, tmp_path)
+    candidate, report, _ = _trained_backtest(symbol, tracker, tmp_path)
     assert report.stats["significant"] == 0.0, report.verdict
     decision = promote(
         tracker,

@@ -8,7 +8,7 @@ import pytest
 from scalping_assets.backtest.engine import ExecutionConfig
 from scalping_assets.backtest.evaluation import EvaluationSpan, evaluate_candidates
 from scalping_assets.backtest.promotion import GateCandidate, GateCriteria, symbol_failures
-from scalping_assets.backtest.runs import log_report
+from scalping_assets.backtest.runs import log_backtest
 from scalping_assets.features.dataset import DatasetSpec, build_dataset
 from scalping_assets.market.simulator import simulator
 from scalping_assets.models.config import profile_config
@@ -46,7 +46,7 @@ def _run(experiment, order=slice(None)):
     candidates = [(c.name, c.run_id) for c in trained][order]
     trials, evaluated = evaluate_candidates(tracker, candidates, span, cache=folder / "signals", log=lambda _: None)
     for e in evaluated:
-        log_report(tracker, e.run_id, e.pooled, folder / "reports")
+        log_backtest(tracker, e.run_id, e.pooled, folder / "reports")
     verdicts = {}
     for e in evaluated:
         per_symbol = {s: r.summary() for s, r in e.per_symbol.items()}

@@ -68,8 +68,9 @@ def test_every_model_family_trains_logs_and_registers(run):
         ["lstm", "cnn", "transformer", "xgboost"] * 2 + ["ensemble"]
     )
     for child in children:
-        assert "test_accuracy" in child.data.metrics
-        assert ("oof_rows" if child.data.tags["model_type"] == "ensemble" else "val_loss") in child.data.metrics
+        assert "test/accuracy" in child.data.metrics
+        assert ("oof_rows" if child.data.tags["model_type"] == "ensemble" else "curves/val_loss") in child.data.metrics
+        assert child.info.end_time - child.info.start_time < parents[0].info.end_time - parents[0].info.start_time
         assert child.data.tags["git_commit"]
     versions = tracker.client.search_model_versions("name = 'scalping-SIG_AR1-h10'")
     assert len(versions) == 9
@@ -78,14 +79,19 @@ def test_every_model_family_trains_logs_and_registers(run):
 
 
 def test_model_comparison_tabulates_every_candidate(run):
-    result, *_ = run
+    result, resources, *_ = run
     metadata = result.asset_materializations_for_node("model_comparison")[0].metadata
     rows = metadata["comparison"].value.records
     assert {r.data["model"] for r in rows} == {"lstm", "cnn", "transformer", "xgboost", "ensemble"}
     assert all(r.data["seeds"] == (1 if r.data["model"] == "ensemble" else 2) for r in rows)
     assert "data:image/png;base64," in metadata["chart"].value
     xgb = result.asset_materializations_for_node("xgboost_model")[0].metadata
-    assert xgb["mlflow_runs"].value.count("- [") == 2
+    tracker = resources["mlflow_store"].tracker()
+    links = {k: v.value for k, v in xgb.items() if k.startswith("mlflow_run_")}
+    assert sorted(links) == ["mlflow_run_xgboost-seed0", "mlflow_run_xgboost-seed1"]
+    assert all(url.startswith(f"{tracker.ui_url}/#/experiments/{tracker.experiment_id}/runs/") for url in links.values())
+    assert metadata["mlflow_compare"].value.startswith(f"{tracker.ui_url}/#/compare-runs?runs=")
+    assert isinstance(metadata["best_accuracy"].value, float)
     walks = xgb["walk_forward"].value
     assert len(walks) == 2 and all(len(w["folds"]) == 2 for w in walks)
     assert "data:image/png;base64," in xgb["walk_forward_chart"].value
@@ -103,14 +109,20 @@ def test_every_candidate_is_backtested_and_the_gate_decides(run):
     assert {r.candidate.run_id for r in report.results} == trained
     tracker = resources["mlflow_store"].tracker()
     for result in report.results:
-        run_data = tracker.client.get_run(result.candidate.run_id).data
-        assert run_data.metrics["bt_trades"] == result.summary["trades"]
+        run_data = tracker.client.get_run(result.run_id).data  # the backtest's own run, a child of the training
+        assert run_data.tags["mlflow.parentRunId"] == result.candidate.run_id
+        assert run_data.metrics["backtest/trades"] == result.summary["trades"]
+        assert run_data.metrics["backtest/SIG_AR1/trades"] == result.per_symbol["SIG_AR1"]["trades"]
         assert run_data.tags["backtest_verdict"] == result.verdict
+        assert result.report_url == tracker.artifact_url(result.run_id, "backtest/report.html")
         assert result.verdict.startswith(("The edge is", "No trades"))
         assert set(result.per_symbol) == {"SIG_AR1"}
         assert result.per_symbol["SIG_AR1"]["trades"] == result.summary["trades"], "one symbol: its trades are all trades"
     shown = evaluation.asset_materializations_for_node("backtest_report")[0].metadata
     assert "data:image/png;base64," in next(v.value for k, v in shown.items() if k.startswith("plots_"))
+    assert {k: v.value for k, v in shown.items() if k.startswith("report_")} == {
+        f"report_{r.candidate.name}": r.report_url for r in report.results
+    }
     gate = records.load(["champion", DATASET], GateRecord)
     assert gate.registered_model == "scalping-SIG_AR1-h10"
     assert set(gate.failures) == {r.candidate.name for r in report.results}
@@ -123,6 +135,8 @@ def test_every_candidate_is_backtested_and_the_gate_decides(run):
     for r in report.results:
         tags = tracker.version_tags(gate.registered_model, r.candidate.version)
         assert tags["cleared_symbols"] == ",".join(gate.cleared[r.candidate.name])
+        described = tracker.client.get_model_version(gate.registered_model, r.candidate.version).description
+        assert [p.split(":", 1)[0] for p in described.split("\n\n")] == ["**model**", "**backtest**", "**gate**"]
     shown = evaluation.asset_materializations_for_node("champion")[0].metadata
     assert {(r.data["candidate"], r.data["symbol"]): r.data["cleared"] for r in shown["gate"].value.records} == {
         (name, symbol): not reasons for name, by_symbol in gate.failures.items() for symbol, reasons in by_symbol.items()
@@ -160,7 +174,9 @@ def test_the_champion_is_exported_to_onnx_with_parity_checks(run):
     assert exported.success
     checks = {c.check_name: c for c in exported.get_asset_check_evaluations()}
     assert checks["fp32_parity"].passed and checks["fp32_parity"].metadata["max_abs_diff"].value <= 1e-4
-    assert "int8_agreement" in checks
+    # A healthy export passes: an INT8 variant under the bar is dropped and FP32 served, as the check says.
+    int8 = checks["int8_agreement"]
+    assert int8.passed and int8.description.startswith("champion v"), int8.description
     record = resources["records"].store().load(["onnx_model", DATASET], ExportRecord)
     tracker = resources["mlflow_store"].tracker()
     name = record.registered_model

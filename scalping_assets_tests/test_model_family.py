@@ -12,7 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from scalping_assets.backtest.engine import ExecutionConfig
 from scalping_assets.backtest.promotion import GateCandidate, GateCriteria, promote
 from scalping_assets.backtest.report import backtest_predictions
-from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_report
+from scalping_assets.backtest.runs import candidate_runs, load_predictions, log_backtest
 from scalping_assets.backtest.trials import count_trials
 from scalping_assets.features.dataset import Dataset, DatasetSpec, SequenceWindows, build_dataset
 from scalping_assets.features.labels import PROBABILITY_COLUMNS
@@ -111,7 +111,7 @@ def test_a_family_registered_outside_the_package_trains_backtests_passes_the_gat
         trials.sharpes,
         draws=50,
     )
-    log_report(tracker, candidate.run_id, report, tmp_path / "reports")
+    log_backtest(tracker, candidate.run_id, report, tmp_path / "reports")
     assert report.metrics["trades"] > 0
 
     # Gate: the version becomes champion.

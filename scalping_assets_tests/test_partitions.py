@@ -11,12 +11,11 @@ import pytest
 from pydantic import ValidationError
 
 from scalping_assets import partitions, schedules
-from scalping_assets.cli import DEMO_SYMBOLS
 from scalping_assets.features.dataset import DATASET_SYMBOLS
 from scalping_assets.market.simulator import DEFAULT_ORIGIN
 from scalping_assets.market.symbols import catalog, get_symbol
 from scalping_assets.partitions import tick_partitions
-from scalping_assets.settings import Settings
+from scalping_assets.settings import DEFAULT_SYMBOLS, Settings
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
 
@@ -34,7 +33,7 @@ def _dims(definition: dg.MultiPartitionsDefinition) -> dict:
 
 def test_the_default_space_is_the_demo_symbols_from_the_demo_first_day(clean_env):
     settings = Settings()
-    assert settings.symbols == tuple(DEMO_SYMBOLS.split(","))
+    assert settings.symbols == DEFAULT_SYMBOLS
     assert settings.start_day == DEFAULT_ORIGIN
     assert set(DATASET_SYMBOLS) <= set(settings.symbols), "the default dataset must be built from tracked symbols"
     assert all(get_symbol(s).simulated for s in settings.symbols), "the demo simulates every default symbol"
@@ -68,7 +67,7 @@ def test_settings_round_trip_from_the_environment(clean_env):
     # An argument wins over the variable; an empty variable counts as unset.
     assert Settings(symbols=["R_50"], start_day="2026-02-01").symbols == ("R_50",)
     clean_env.setenv("SCALPING_SYMBOLS", "")
-    assert Settings().symbols == tuple(DEMO_SYMBOLS.split(","))
+    assert Settings().symbols == DEFAULT_SYMBOLS
 
 
 @pytest.mark.parametrize("value,named", [("R_100,BAD", ["BAD"]), ("NOPE,R_100,r_50", ["NOPE", "r_50"])])

@@ -8,27 +8,32 @@ import numpy as np
 from pydantic import Field
 
 from scalping_assets.assets.config import SpecConfig, spec_config
+from scalping_assets.assets.display import iso, rounded, settings_table, table
 from scalping_assets.assets.models import MODEL_ASSETS, model_ins, present_models
 from scalping_assets.backtest.engine import ExecutionConfig
 from scalping_assets.backtest.evaluation import EvaluationSpan, evaluate_candidates
 from scalping_assets.backtest.instruments import UnknownCostError, instrument_terms
 from scalping_assets.backtest.promotion import GateCandidate, GateCriteria, promote
-from scalping_assets.backtest.runs import log_report
+from scalping_assets.backtest.runs import log_backtest
 from scalping_assets.features.dataset import DatasetMeta
 from scalping_assets.partitions import DATASETS
 from scalping_assets.plotting import markdown_image
 from scalping_assets.records import BacktestRecord, BacktestResult, DatasetRecord, GateRecord, ModelRecord
 from scalping_assets.resources import FolderResource, MLflowResource, TickStoreResource
 
+# The comparison table's columns after candidate and symbol: (column, summary key, scale, decimals),
+# what decides first; percentages as percent.
 TABLE_COLUMNS = (
-    "trades",
-    "win_rate",
-    "expectancy",
-    "profit_factor",
-    "sharpe_annualised",
-    "max_drawdown_pct",
-    "p_value_vs_random",
-    "deflated_sharpe",
+    ("trades", "trades", None, None),
+    ("expectancy", "expectancy", 1, 4),
+    ("p_vs_random", "p_value_vs_random", 1, 4),
+    ("deflated_sharpe", "deflated_sharpe", 1, 3),
+    ("significant", "significant", None, None),
+    ("win_rate_%", "win_rate", 100, 1),
+    ("long_%", "long_pct", 1, 1),
+    ("net_pnl", "total_pnl_net", 1, 2),
+    ("sharpe_annual_lower_95", "sharpe_annualised_lower", 1, 2),
+    ("max_drawdown_%", "max_drawdown_pct", 1, 2),
 )
 WARMUP_SECONDS = 3600  # ticks before the test span that set the RMS move of sigma barriers
 
@@ -57,24 +62,35 @@ def _json_summary(summary: dict[str, float]) -> dict[str, float | None]:
     return {k: (v if math.isfinite(v) else None) for k, v in summary.items()}  # JSON has no NaN
 
 
+def _number(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _cell(summary: dict[str, float | None], key: str, scale: float | None, decimals: int | None):
+    value = summary.get(key)
+    if value is None:
+        return None
+    if key == "significant":
+        return bool(value)
+    if key == "trades":
+        return int(value)
+    return rounded(float(value) * scale, decimals)
+
+
 def _table(results: list[BacktestResult]) -> dg.TableMetadataValue:
     """One row per candidate and symbol, and one for all its symbols together."""
-    columns = [dg.TableColumn("candidate"), dg.TableColumn("version"), dg.TableColumn("symbol")]
-    columns += [*(dg.TableColumn(c, "float") for c in TABLE_COLUMNS), dg.TableColumn("significant", "bool")]
-    records = [
-        dg.TableRecord(
+    return table(
+        [
             {
                 "candidate": r.candidate.name,
-                "version": r.candidate.version,
                 "symbol": symbol,
-                **{c: None if summary[c] is None else round(float(summary[c]), 5) for c in TABLE_COLUMNS},
-                "significant": bool(summary["significant"]),
+                **{column: _cell(summary, key, scale, decimals) for column, key, scale, decimals in TABLE_COLUMNS},
+                "version": r.candidate.version,
             }
-        )
-        for r in results
-        for symbol, summary in {**r.per_symbol, "all": r.summary}.items()
-    ]
-    return dg.MetadataValue.table(records=records, schema=dg.TableSchema(columns=columns))
+            for r in results
+            for symbol, summary in {**r.per_symbol, "all": r.summary}.items()
+        ]
+    )
 
 
 @dg.asset(
@@ -136,14 +152,16 @@ def backtest_report(
     trials = counted.effective
     results, plots = [], {}
     for candidate, e in zip(candidates, evaluated, strict=True):
-        html = log_report(tracker, candidate.run_id, e.pooled, folder)
+        logged = log_backtest(tracker, candidate.run_id, e.pooled, folder, e.per_symbol)
         results.append(
             BacktestResult(
                 candidate=candidate,
                 summary=_json_summary(e.pooled.summary()),
                 per_symbol={s: _json_summary(r.summary()) for s, r in e.per_symbol.items()},
                 verdict=e.pooled.verdict,
-                html=str(html),
+                html=str(logged.html),
+                run_id=logged.run_id,
+                report_url=logged.report_url,
             )
         )
         plots[candidate.name] = e.pooled.plots
@@ -158,22 +176,27 @@ def backtest_report(
         results=results,
     )
     best = max(results, key=lambda r: -np.inf if r.summary["expectancy"] is None else r.summary["expectancy"])
-    verdicts = "\n".join(
-        f"- **{r.candidate.name}** (v{r.candidate.version}): {r.verdict} [report]({Path(r.html).resolve().as_uri()})"
-        for r in results
-    )
+    verdicts = "\n".join(f"- **{r.candidate.name}** (v{r.candidate.version}): {r.verdict}" for r in results)
+    # URL metadata opens in a new tab: each report rendered in MLflow's artifact view (a file:// link
+    # would be blanked by the UI's sanitizer), beside the run's plots.
+    reports = {f"report_{r.candidate.name}": dg.MetadataValue.url(r.report_url) for r in results}
     best_plots = "\n\n".join(markdown_image(png, name) for name, png in plots[best.candidate.name].items())
     return dg.MaterializeResult(
         value=record,
         metadata={
             "comparison": _table(results),
             "verdicts": dg.MetadataValue.md(verdicts),
+            **reports,
+            # Numbers the Plots tab charts across materializations.
+            "significant_candidates": dg.MetadataValue.int(sum(bool(r.summary["significant"]) for r in results)),
+            "best_expectancy": dg.MetadataValue.float(_number(best.summary["expectancy"])),
+            "best_deflated_sharpe": dg.MetadataValue.float(_number(best.summary["deflated_sharpe"])),
+            "test_span_hours": dg.MetadataValue.float(round((end - start) / 3600, 2)),
             "trials": dg.MetadataValue.int(counted.effective),
-            "trial_count": dg.MetadataValue.json(counted.metadata()),
-            "span": dg.MetadataValue.json({"start": start, "end": end, "symbols": symbols}),
-            "execution": dg.MetadataValue.json(execution.model_dump()),
+            "trial_count": table([{k: rounded(v, 3) for k, v in counted.metadata().items()}]),
+            "span": table([{"from": iso(start), "to": iso(end), "symbols": ", ".join(symbols)}]),
+            "execution": settings_table(execution.model_dump()),
             f"plots_{best.candidate.name}": dg.MetadataValue.md(best_plots),
-            "candidates": dg.MetadataValue.json([r.model_dump(mode="json") for r in results]),
         },
     )
 
@@ -204,16 +227,12 @@ def champion(
         for symbol, reasons in by_symbol.items():
             context.log.info(f"{candidate} on {symbol}: {'cleared' if not reasons else 'failed: ' + '; '.join(reasons)}")
     rows = [(c, s, r) for c, by_symbol in decision.failures.items() for s, r in by_symbol.items()]
-    reasons = dg.MetadataValue.table(
-        records=[dg.TableRecord({"candidate": c, "symbol": s, "cleared": not r, "reasons": "; ".join(r)}) for c, s, r in rows],
-        schema=dg.TableSchema(
-            columns=[
-                dg.TableColumn("candidate"),
-                dg.TableColumn("symbol"),
-                dg.TableColumn("cleared", "bool"),
-                dg.TableColumn("reasons"),
-            ]
-        ),
+    versions = {r.candidate.name: r.candidate.version for r in results}
+    reasons = table(
+        [
+            {"candidate": c, "symbol": s, "cleared": not r, "reasons": "; ".join(r) or "all met", "version": versions[c]}
+            for c, s, r in rows
+        ]
     )
     record = GateRecord(
         registered_model=name,
@@ -225,17 +244,22 @@ def champion(
         cleared=decision.cleared,
         message=decision.message,
     )
+    links = {"mlflow_model": dg.MetadataValue.url(tracker.registered_model_url(name))}
+    if decision.champion:
+        links["mlflow_champion"] = dg.MetadataValue.url(tracker.model_version_url(name, decision.champion))
     return dg.MaterializeResult(
         value=record,
         metadata={
             "decision": dg.MetadataValue.text(decision.message),
+            **links,
             "promoted": dg.MetadataValue.bool(decision.promoted),
             "registered_model": dg.MetadataValue.text(name),
             "champion_version": dg.MetadataValue.text(decision.champion or "none"),
             "previous_version": dg.MetadataValue.text(decision.previous or "none"),
             "challenger_version": dg.MetadataValue.text(decision.challenger or "none"),
             "gate": reasons,
-            "criteria": dg.MetadataValue.json(criteria.model_dump()),
+            "criteria": settings_table(criteria.model_dump()),
+            "cleared_pairs": dg.MetadataValue.int(sum(not r for _, _, r in rows)),
         },
     )
 

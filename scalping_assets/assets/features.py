@@ -8,6 +8,7 @@ import pandas as pd
 from pydantic import Field, ValidationError
 
 from scalping_assets.assets.config import SpecConfig, spec_config
+from scalping_assets.assets.display import iso, rounded, table
 from scalping_assets.assets.ticks import partition_day_symbol, ticks
 from scalping_assets.features import registry
 from scalping_assets.features.daily import day_features, warmup_rows
@@ -218,12 +219,16 @@ def training_dataset(
             "path": dg.MetadataValue.path(str(folder)),
             "symbols": dg.MetadataValue.text(", ".join(spec.symbols)),
             "range": dg.MetadataValue.text(f"{spec.start} .. {spec.end}"),
-            "rows": dg.MetadataValue.json(meta.rows),
-            "dropped": dg.MetadataValue.json(meta.dropped),
-            "boundaries": dg.MetadataValue.json({"validation_from": meta.boundaries[0], "test_from": meta.boundaries[1]}),
+            "rows": table([{"split": split, "rows": int(n)} for split, n in meta.rows.items()]),
+            "training_rows": dg.MetadataValue.int(int(meta.rows["train"])),
+            "test_rows": dg.MetadataValue.int(int(meta.rows["test"])),
+            "dropped": table([{"why": why, "rows": int(n)} for why, n in meta.dropped.items()]),
+            "boundaries": table([{"validation_from": iso(meta.boundaries[0]), "test_from": iso(meta.boundaries[1])}]),
             "class_balance": _balance_table(meta.class_balance),
             "features": FEATURE_TABLE,
-            "garch": dg.MetadataValue.json({s: f.garch.model_dump() for s, f in meta.fitted.items()}),
+            "garch": table(
+                [{"symbol": s, **{k: rounded(v, 6) for k, v in f.garch.model_dump().items()}} for s, f in meta.fitted.items()]
+            ),
             "fingerprint": dg.MetadataValue.text(meta.fingerprint),
             "walk_forward_folds": _folds_table(folds),
             "correlation_heatmap": dg.MetadataValue.md(markdown_image(heatmap, "correlation")),

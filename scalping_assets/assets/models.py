@@ -9,6 +9,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from pydantic import Field
 
+from scalping_assets.assets.display import rounded, table
 from scalping_assets.features.dataset import Dataset, load_walk_forward
 from scalping_assets.models.config import MODEL_KINDS, PROFILES, TrainConfig, profile_config
 from scalping_assets.models.ensemble import ensemble_fit_predict, train_ensemble
@@ -74,19 +75,20 @@ def _model_output(
 def _candidate_metadata(candidates: list[Candidate], tracker, profile: str, dataset: Dataset) -> dict:
     summary = [
         {
+            "candidate": c.name,
             "seed": c.config.get("seed", 0),
-            "run_id": c.run_id,
+            **{k: rounded(float(c.metrics[k]), 4) for k in HEADLINE},
+            "edge_p_value": rounded(float(c.edge["p_value"]), 4),
+            "wins_over_majority": int(c.edge["wins_over_majority"]),
+            "losses_to_majority": int(c.edge["losses_to_majority"]),
             "version": c.version,
-            "model_uri": c.model_uri,
-            "registered_model": c.registered_name,
-            "config": c.config,
-            **{k: c.metrics[k] for k in HEADLINE},
-            **{f"edge_{k}": v for k, v in c.edge.items()},
+            "run_id": c.run_id,
         }
         for c in candidates
     ]
     accuracy = [c.metrics["accuracy"] for c in candidates]
-    runs = "\n".join(f"- [{c.name}]({tracker.run_url(c.run_id)}) `{c.run_id}`" for c in candidates)
+    # URL metadata: a link the UI opens in a new tab, to the page MLflow renders the run's plots on.
+    links = {f"mlflow_run_{c.name}": dg.MetadataValue.url(tracker.run_url(c.run_id)) for c in candidates}
     return {
         "test_accuracy_mean": dg.MetadataValue.float(float(np.mean(accuracy))),
         "test_accuracy_std": dg.MetadataValue.float(float(np.std(accuracy))),
@@ -95,8 +97,9 @@ def _candidate_metadata(candidates: list[Candidate], tracker, profile: str, data
         "registered_model": dg.MetadataValue.text(
             f"{candidates[0].registered_name} v{', v'.join(c.version for c in candidates)}"
         ),
-        "mlflow_runs": dg.MetadataValue.md(runs),
-        "candidates": dg.MetadataValue.json(summary),
+        "mlflow_model": dg.MetadataValue.url(tracker.registered_model_url(candidates[0].registered_name)),
+        **links,
+        "candidates": table(summary),
         "profile": dg.MetadataValue.text(profile),
         "dataset_fingerprint": dg.MetadataValue.text(dataset.meta.fingerprint),
     }
@@ -130,7 +133,9 @@ def _model_asset(kind: str) -> dg.AssetsDefinition:
                     f"val loss {log.val_loss:.4f}, val accuracy {log.val_accuracy:.4f} ({log.samples_per_second:,.0f} windows/s)"
                 )
 
-            candidate = train_candidate(dataset, train_config, tracker, parent, progress)
+            candidate = train_candidate(
+                dataset, train_config, tracker, parent, progress, context.partition_key, training_dataset.path
+            )
             context.log.info(f"{candidate.name}: test accuracy {candidate.metrics['accuracy']:.4f}, edge {candidate.edge}")
             candidates.append(candidate)
         walks = []
@@ -231,6 +236,8 @@ def ensemble_model(
         parent,
         config.folds,
         on_fold=lambda i, c: context.log.info(f"fold {i + 1}/{config.folds}: fitting {c.kind} for out-of-fold predictions"),
+        dataset_name=context.partition_key,
+        dataset_source=training_dataset.path,
     )
     context.log.info(f"ensemble: test accuracy {candidate.metrics['accuracy']:.4f}, edge {candidate.edge}")
     walks = []
@@ -290,20 +297,25 @@ def comparison_rows(records: list[ModelRecord]) -> list[dict]:
     group_name="models",
     description="Every candidate on the same test rows: accuracy (mean ± std over seeds), log-loss, Brier, edge p-value.",
 )
-def model_comparison(context: dg.AssetExecutionContext, **models: ModelRecord | None) -> dg.MaterializeResult:
+def model_comparison(
+    context: dg.AssetExecutionContext, mlflow_store: MLflowResource, **models: ModelRecord | None
+) -> dg.MaterializeResult:
     records = present_models(context, models)
+    runs = [c.run_id for record in records for c in record.candidates]
     rows, majority = comparison_rows(records), records[0].candidates[0].edge["majority_accuracy"]
-    columns = list(rows[0])
-    table = dg.MetadataValue.table(
-        records=[dg.TableRecord({k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items()}) for r in rows],
-        schema=dg.TableSchema(columns=[dg.TableColumn(c, "string" if c == "model" else "float") for c in columns]),
-    )
+    # A standard deviation over one seed is no measure of spread: left empty rather than shown as 0.
+    shown = [{k: None if k == "accuracy_std" and r["seeds"] < 2 else rounded(v, 4) for k, v in r.items()} for r in rows]
     best = max(rows, key=lambda r: r["accuracy_mean"])
     return dg.MaterializeResult(
         metadata={
-            "comparison": table,
-            "best": dg.MetadataValue.text(f"{best['model']} ({best['accuracy_mean']:.4f} ± {best['accuracy_std']:.4f})"),
+            "comparison": table(shown),
+            "best": dg.MetadataValue.text(
+                f"{best['model']} ({best['accuracy_mean']:.4f}"
+                + (f" ± {best['accuracy_std']:.4f} over {best['seeds']} seeds)" if best["seeds"] > 1 else ", one seed)")
+            ),
+            "best_accuracy": dg.MetadataValue.float(best["accuracy_mean"]),
             "majority_accuracy": dg.MetadataValue.float(majority),
             "chart": dg.MetadataValue.md(markdown_image(_comparison_png(rows, majority), "model comparison")),
+            "mlflow_compare": dg.MetadataValue.url(mlflow_store.tracker().compare_url(runs)),
         }
     )

@@ -109,6 +109,9 @@ def promote(tracker: Tracker, registered_model: str, candidates: list[GateCandid
         verdicts = "; ".join(f"{s}: {'; '.join(r) or 'cleared'}" for s, r in failures[c.name].items())
         tracker.set_version_tag(registered_model, c.version, "gate", verdicts)
         tracker.set_version_tag(registered_model, c.version, CLEARED_TAG, ",".join(cleared[c.name]))
+        lines = [f"- {s}: {'cleared' if not r else 'refused: ' + '; '.join(r)}" for s, r in failures[c.name].items()]
+        shown = f"cleared for {', '.join(cleared[c.name])}" if cleared[c.name] else "cleared for no symbol"
+        tracker.describe_version(registered_model, c.version, f"{shown} ({c.name}).\n" + "\n".join(lines), section="gate")
 
     def rank(c: GateCandidate) -> tuple[int, float, float]:
         # More symbols cleared first, then the weakest cleared symbol's deflated Sharpe (which saturates

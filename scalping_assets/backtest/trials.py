@@ -31,7 +31,8 @@ counts near-copies (a second seed, an ensemble of the other candidates) as indep
    counts round(N_eff) trials (at least 1): the formula of the expected maximum is meant for whole
    numbers of trials.
 3. The variance of Sharpe ratios across trials takes one Sharpe ratio per distinct trial (the median
-   of its runs' logged `bt_sharpe_per_trade`), so a re-run does not add a copy of its Sharpe ratio.
+   of its runs' `backtest/sharpe_per_trade`, each run's from its latest backtest run, all found in one
+   search), so a re-run does not add a copy of its Sharpe ratio.
 
 The signal is the candidate's test predictions, logged at training time: available before any
 backtest (the current candidates' included) and cheap. Each run's signal is kept in a cache folder
@@ -57,7 +58,7 @@ from ..features.labels import DOWN, PROBABILITY_COLUMNS, UP
 from ..market.store import write_atomic
 from ..models.pipeline import DIGEST_TAG, PREDICTIONS_ARTIFACT, predictions_digest
 from ..models.tracking import Tracker
-from .runs import SHARPE_METRIC
+from .runs import backtest_metric, latest_backtests
 
 SIGNAL_ROWS = 10_000  # rows of the union of the trials' test rows the correlations are computed on
 MIN_OVERLAP = 100  # fewer common rows than this: a pair is counted as uncorrelated
@@ -337,8 +338,9 @@ def count_trials(tracker: Tracker, runs: list, cache: str | Path | None = None, 
     matrix[np.ix_(at, at)] = correlations[np.ix_(kept, kept)]
     exact = effective_number(matrix)
     sharpes: list[float | None] = []
+    backtests = latest_backtests(tracker) if runs else {}
     for root in roots:
-        values = [runs[i].data.metrics.get(SHARPE_METRIC, math.nan) for i in members[root]]
+        values = [backtest_metric(runs[i], backtests, "sharpe_per_trade") for i in members[root]]
         finite = [v for v in values if math.isfinite(v)]
         sharpes.append(float(np.median(finite)) if finite else None)
     return Trials(

@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from ..features.dataset import Dataset, resolve_epochs
 from .config import TrainConfig
 from .family import TrainedModel
-from .pipeline import Candidate, evaluate_and_log, fit
+from .pipeline import Candidate, describe_dataset, evaluate_and_log, fit, log_dataset, model_description, version_description
 from .tracking import Tracker, registered_model_name
 
 BASES_ARTIFACT = "bases.json"
@@ -114,14 +114,22 @@ def train_ensemble(
     parent_run_id: str | None = None,
     folds: int = 2,
     on_fold: Callable[[int, TrainConfig], None] | None = None,
+    dataset_name: str | None = None,
+    dataset_source: str | None = None,
 ) -> Candidate:
     """Stack the fitted `bases`: out-of-fold training of the meta-learner, evaluation on the test span
-    through the bases' own test predictions, logged and registered like any candidate."""
+    through the bases' own test predictions, logged and registered like any candidate (`dataset_name`,
+    `dataset_source`: as for `train_candidate`)."""
     spec = dataset.meta.spec
     configs = [base.config for base in bases]
     registered = registered_model_name(spec.symbols, spec.labels.horizon)
     tags = {"model_type": "ensemble", "dataset_fingerprint": dataset.meta.fingerprint}
-    with tracker.run("ensemble", parent=parent_run_id, tags=tags) as run:
+    kinds = ", ".join(f"{c.kind} (seed {c.seed})" for c in configs)
+    about = (
+        f"ensemble: a logistic regression stacking {kinds} on {folds}-fold out-of-fold predictions, "
+        f"on {describe_dataset(dataset, dataset_name)}."
+    )
+    with tracker.run("ensemble", parent=parent_run_id, tags=tags, description=about) as run:
         # The bases' configs (seeds and hyper-parameters) identify the trial (backtest.trials) as much as
         # the stack's own params: their hash is a param, the configs themselves an artifact.
         base_configs = json.dumps([c.model_dump() for c in configs], sort_keys=True, default=str)
@@ -134,6 +142,7 @@ def train_ensemble(
             }
         )
         run.dict({c.kind: c.model_dump() for c in configs}, "base_configs.json")
+        log_dataset(run, dataset, dataset_name, dataset_source)
         # What serving needs to rebuild the stack: the logged base models the meta-learner reads.
         run.dict({"bases": [{"kind": b.config.kind, "model_uri": b.model_uri} for b in bases]}, BASES_ARTIFACT)
         stack = fit_stack(dataset, configs, folds, on_fold=on_fold)
@@ -144,7 +153,10 @@ def train_ensemble(
         metrics, edge = evaluate_and_log(dataset, run, "ensemble", proba, labels)
         example = np.hstack([p[:4] for p, _ in predictions])
         model_uri = run.model("sklearn", stack.meta, "meta_learner", example)
-        version = tracker.register(model_uri, registered, tags)
+        described = version_description("ensemble", dataset, dataset_name, metrics, edge, tracker.run_url(run.run_id))
+        version = tracker.register(model_uri, registered, tags, described)
+        tracker.describe_model(registered, model_description(dataset))
+        run.describe(f"{about} Registered as [{registered} v{version}]({tracker.model_version_url(registered, version)}).")
     return Candidate(
         name="ensemble",
         kind="ensemble",

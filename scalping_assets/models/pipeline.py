@@ -18,7 +18,7 @@ from .config import TrainConfig
 from .families import family
 from .family import EpochLog, OnEpoch, TrainedModel
 from .metrics import calibration_png, classification_metrics, confusion_png, edge_test, learning_curves_png
-from .tracking import RunLog, Tracker, registered_model_name
+from .tracking import TEST, RunLog, Tracker, registered_model_name
 
 
 def fit(dataset: Dataset, config: TrainConfig, on_epoch: OnEpoch | None = None) -> TrainedModel:
@@ -55,26 +55,75 @@ def majority_class(dataset: Dataset) -> int:
     return int(np.bincount(labels, minlength=3).argmax())
 
 
+def dataset_label(dataset: Dataset, name: str | None = None) -> str:
+    """What a dataset is called in MLflow: its name (the Dagster partition), else its symbols and days."""
+    spec = dataset.meta.spec
+    return name or f"{'+'.join(spec.symbols)} {spec.start}..{spec.end}"
+
+
+def log_dataset(run: RunLog, dataset: Dataset, name: str | None = None, source: str | None = None) -> None:
+    """The dataset as the run's input (name, fingerprint as digest, split sizes) and its metadata."""
+    run.dict(dataset.meta.model_dump(mode="json"), "dataset_meta.json")
+    rows = {f"{split}_rows": int(n) for split, n in dataset.meta.rows.items()}
+    run.dataset(dataset.frame, dataset_label(dataset, name), dataset.meta.fingerprint, source, **rows)
+
+
+def describe_dataset(dataset: Dataset, name: str | None = None) -> str:
+    """One line for descriptions: which dataset, what it holds."""
+    spec, meta = dataset.meta.spec, dataset.meta
+    return (
+        f"dataset `{dataset_label(dataset, name)}` (fingerprint `{meta.fingerprint}`): {', '.join(spec.symbols)}, "
+        f"{spec.start} to {spec.end}, target `{spec.target}` {spec.target_lookahead} ticks ahead, "
+        f"{meta.rows.get('train', 0):,} training / {meta.rows.get('validation', 0):,} validation / "
+        f"{meta.rows.get('test', 0):,} test rows"
+    )
+
+
+def model_description(dataset: Dataset) -> str:
+    """The registered model's description: what its versions are and how the gate uses them."""
+    spec = dataset.meta.spec
+    return (
+        f"Classifiers of the {spec.target} label (DOWN / NEUTRAL / UP, {spec.target_lookahead} ticks ahead) for "
+        f"{', '.join(spec.symbols)} (horizon {spec.labels.horizon}). One version per trained candidate (its "
+        "family in the tag `model_type`), each described with its dataset, test metrics, backtest and gate "
+        "verdict. The promotion gate points `@champion` (what the service serves), `@challenger` and "
+        "`@previous` at versions."
+    )
+
+
+def version_description(name: str, dataset: Dataset, dataset_name: str | None, metrics: dict, edge: dict, run_url: str) -> str:
+    """A version's `model` section: what was trained, on which dataset, how it scored on the test span."""
+    return (
+        f"{name} trained on {describe_dataset(dataset, dataset_name)}. Test accuracy {metrics['accuracy']:.4f} "
+        f"against {edge['majority_accuracy']:.4f} for the majority class (edge p = {edge['p_value']:.3g}). "
+        f"[Training run]({run_url})."
+    )
+
+
 def train_candidate(
     dataset: Dataset,
     config: TrainConfig,
     tracker: Tracker,
     parent_run_id: str | None = None,
     on_epoch: OnEpoch | None = None,
+    dataset_name: str | None = None,
+    dataset_source: str | None = None,
 ) -> Candidate:
-    """Fit, evaluate on the test span, log params/curves/metrics/plots/model, register a version."""
+    """Fit, evaluate on the test span, log params/curves/metrics/plots/model, register a version.
+    `dataset_name` (the Dagster partition) and `dataset_source` (its folder) name the run's input."""
     spec = dataset.meta.spec
     name = f"{config.kind}-seed{config.seed}"
     registered = registered_model_name(spec.symbols, spec.labels.horizon)
     tags = {"model_type": config.kind, "dataset_fingerprint": dataset.meta.fingerprint}
-    with tracker.run(name, parent=parent_run_id, tags=tags) as run:
+    about = f"{name} ({config.kind}, seed {config.seed}) on {describe_dataset(dataset, dataset_name)}."
+    with tracker.run(name, parent=parent_run_id, tags=tags, description=about) as run:
         params = config.model_dump(exclude={"params"}) | {f"params.{k}": v for k, v in config.params.items()}
         run.params(params | {"symbols": ",".join(spec.symbols), "horizon": spec.labels.horizon})
         run.params({"target": spec.target, "sequence_length": spec.sequence_length, "n_features": len(dataset.feature_names)})
-        run.dict(dataset.meta.model_dump(mode="json"), "dataset_meta.json")
+        log_dataset(run, dataset, dataset_name, dataset_source)
 
         def log_epoch(log: EpochLog) -> None:
-            run.metrics(
+            run.curves(
                 {
                     "train_loss": log.train_loss,
                     "val_loss": log.val_loss,
@@ -92,10 +141,13 @@ def train_candidate(
         if model.curves:
             title = f"{name}: learning curves"
             run.bytes(learning_curves_png(model.curves, title, model.family.step), "plots/learning_curves.png")
-        run.metrics({"best_step": model.best_step})
+        run.curves({"best_step": model.best_step}, step=0)
         metrics, edge = evaluate_and_log(dataset, run, name, proba, labels)
         model.model_uri = model.family.log(model.model, run, "model", dataset)
-        version = tracker.register(model.model_uri, registered, tags)
+        described = version_description(name, dataset, dataset_name, metrics, edge, tracker.run_url(run.run_id))
+        version = tracker.register(model.model_uri, registered, tags, described)
+        tracker.describe_model(registered, model_description(dataset))
+        run.describe(f"{about} Registered as [{registered} v{version}]({tracker.model_version_url(registered, version)}).")
     return Candidate(
         name=name,
         kind=config.kind,
@@ -149,7 +201,7 @@ def evaluate_and_log(dataset: Dataset, run: RunLog, name: str, proba: np.ndarray
     run.tag(DIGEST_TAG, predictions_digest(frame))
     metrics = classification_metrics(labels, proba)
     edge = edge_test(labels, proba.argmax(axis=1), majority_class(dataset), dataset.meta.spec.target_lookahead)
-    run.metrics({f"test_{k}": v for k, v in metrics.items()} | {f"test_edge_{k}": v for k, v in edge.items()})
+    run.metrics({f"{TEST}{k}": v for k, v in metrics.items()} | {f"{TEST}edge_{k}": v for k, v in edge.items()})
     run.bytes(confusion_png(labels, proba, f"{name}: test confusion"), "plots/confusion.png")
     run.bytes(calibration_png(labels, proba, f"{name}: test reliability"), "plots/calibration.png")
     return metrics, edge

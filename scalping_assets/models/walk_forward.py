@@ -120,7 +120,12 @@ def log_walk_forward(
     tracker: Tracker, name: str, result: WalkForwardResult, parent_run_id: str | None, tags: dict[str, str]
 ) -> str:
     """One MLflow run per walk-forward: per-fold metrics as steps, the aggregate, the fold chart."""
-    with tracker.run(f"{name}-walk-forward", parent=parent_run_id, tags=tags | {"walk_forward": "true"}) as run:
+    about = (
+        f"Walk-forward of {name}: refitted on {len(result.folds)} expanding-window folds, each scored on the "
+        "block after it (`wf_*`: per fold as steps, then the mean, std and combined p-value)."
+    )
+    tags = tags | {"walk_forward": "true"}
+    with tracker.run(f"{name}-walk-forward", parent=parent_run_id, tags=tags, description=about) as run:
         run.params({"folds": len(result.folds)})
         for f in result.folds:
             run.metrics({f"wf_{k}": getattr(f, k) for k in (*FOLD_METRICS, "majority_accuracy", "p_value")}, step=f.fold)

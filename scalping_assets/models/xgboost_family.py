@@ -44,7 +44,7 @@ class XGBoostFamily(ModelFamily[xgb.Booster]):
         # Rounds are not epochs: nothing reported them while boosting, so their losses are logged here.
         curves = trained.curves
         for step, (train_loss, val_loss) in enumerate(zip(curves["train"], curves["validation"], strict=True), start=1):
-            run.metrics({"train_loss": train_loss, "val_loss": val_loss}, step=step)
+            run.curves({"train_loss": train_loss, "val_loss": val_loss}, step=step)
         gains = importance(trained.model, dataset.feature_names)
         run.dict(gains, "feature_importance.json")
         run.bytes(importance_png(gains, f"{title}: feature importance"), "plots/feature_importance.png")
