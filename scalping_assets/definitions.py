@@ -18,6 +18,7 @@ from scalping_assets.assets.models import MODEL_ASSETS, model_comparison
 from scalping_assets.assets.serving import SERVING_ASSETS
 from scalping_assets.assets.ticks import ticks
 from scalping_assets.checks import tick_checks
+from scalping_assets.collected import collected_days_sensor
 from scalping_assets.resources import (
     DerivResource,
     FolderResource,
@@ -82,7 +83,7 @@ defs = dg.Definitions(
     asset_checks=[tick_checks, features_defined_after_warmup, dataset_finite, dataset_splits_disjoint, dataset_class_balance],
     jobs=[ticks_job, features_job, daily_job, dataset_job, models_job, evaluation_job, serving_job],
     schedules=[daily_ticks_schedule],
-    sensors=[champion_promoted_sensor],
+    sensors=[champion_promoted_sensor, collected_days_sensor],
     resources=build_resources(Settings()),
     # Training uses every core already; steps running side by side would only fight over them.
     # A run whose config breaks a constraint is refused before its first step.

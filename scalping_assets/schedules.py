@@ -8,6 +8,7 @@ from scalping_assets.market.symbols import get_symbol
 from scalping_assets.partitions import DAILY, SYMBOLS, tick_partition
 from scalping_assets.records import GateRecord
 from scalping_assets.resources import RecordIOManager
+from scalping_assets.settings import Settings
 
 ticks_job = dg.define_asset_job(
     "ticks_job",
@@ -57,6 +58,8 @@ def _requests(context: dg.ScheduleEvaluationContext, days_back: int, kind: str):
     first = DAILY.start.date()
     if day < first:
         return dg.SkipReason(f"no complete day since the partitions start on {first} (SCALPING_START_DAY)")
+    if Settings().tick_source != "simulator":
+        return dg.SkipReason("SCALPING_TICK_SOURCE is deriv: collected_days_sensor turns the collected days into partitions")
     symbols = simulated_tracked_symbols()
     if not symbols:
         return dg.SkipReason(f"none of the tracked symbols ({', '.join(SYMBOLS.get_partition_keys())}) can be simulated")

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         description="comma-separated catalogue symbols the deployment collects or simulates",
     )
     start_day: date = Field(default=DEFAULT_START_DAY, validation_alias=_env("SCALPING_START_DAY"), description="first UTC day")
+    # Where the deployment's ticks come from: the seeded simulator (the embedded demo), or Deriv, whose
+    # days `scalping collect` stores and a sensor turns into partitions (history backfills a missing day).
+    tick_source: Literal["simulator", "deriv"] = Field(
+        default="simulator", validation_alias=_env("SCALPING_TICK_SOURCE"), description="simulator or deriv"
+    )
     deriv_url: str = Field(
         default="",
         validation_alias=AliasChoices("deriv_url", "DERIV_WS_URL"),

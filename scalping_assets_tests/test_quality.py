@@ -47,6 +47,14 @@ def test_missing_ticks_are_counted():
     assert outcome.metadata["missing_ticks"] == 30 and outcome.metadata["gaps"] == 1 and outcome.metadata["max_gap_s"] == 31
 
 
+def test_a_day_that_starts_late_or_stops_early_is_missing_ticks():
+    day = day_of("CRASH500")  # one tick a second
+    late = run("cadence_gaps", day.iloc[600:].reset_index(drop=True), "CRASH500")
+    assert not late.passed and late.metadata["missing_ticks"] == 600 and late.metadata["gaps"] == 1
+    early = run("cadence_gaps", day.iloc[: len(day) // 2].reset_index(drop=True), "CRASH500")
+    assert not early.passed and early.metadata["missing_ticks"] == len(day) - len(day) // 2
+
+
 def test_off_grid_and_non_finite_quotes_fail():
     frame = day_of("R_50")
     off = frame.copy()

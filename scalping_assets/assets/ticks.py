@@ -11,11 +11,18 @@ from scalping_assets.market.summary import price_plot_png, tick_summary
 from scalping_assets.partitions import TICK_PARTITIONS
 from scalping_assets.plotting import markdown_image
 from scalping_assets.resources import DerivResource, SimulatorResource, TickStoreResource
+from scalping_assets.settings import Settings
+
+SOURCES = {"simulator": "simulator", "deriv": "collected"}  # Settings.tick_source -> the asset's default source
 
 
 class TicksConfig(dg.Config):
-    source: Literal["simulator", "deriv"] = Field(
-        default="simulator", description="simulator: seeded offline ticks; deriv: backfill the day from ticks_history"
+    source: Literal["simulator", "deriv", "collected"] = Field(
+        default=SOURCES[Settings().tick_source],  # SCALPING_TICK_SOURCE
+        description=(
+            "simulator: seeded offline ticks; deriv: backfill the day from ticks_history; collected: the day "
+            "`scalping collect` stored (backfilled from ticks_history when it stored nothing)"
+        ),
     )
 
 
@@ -57,9 +64,18 @@ def ticks(
     deriv: DerivResource,
 ) -> dg.MaterializeResult:
     day, symbol = partition_day_symbol(context)
-    frame = simulator.day(symbol, day) if config.source == "simulator" else deriv.day(symbol, day)
+    store, source = tick_store.store(), config.source
+    if source == "collected":
+        # The collector's day, as stored: a gap in it is for the checks to flag, not to paper over. A day
+        # it never stored (it was not running) is what Deriv's history can still fill.
+        frame = store.read_day(symbol, day) if store.path(symbol, day).exists() else pd.DataFrame()
+        if frame.empty:
+            context.log.info(f"{symbol} {day}: nothing collected; backfilling the day from ticks_history")
+            source, frame = "deriv", deriv.day(symbol, day)
+    else:
+        frame = simulator.day(symbol, day) if source == "simulator" else deriv.day(symbol, day)
     if frame.empty:
-        raise dg.Failure(f"the {config.source} returned no ticks for {symbol} on {day}")
-    path = tick_store.store().write_day(symbol, day, frame)
-    context.log.info(f"{symbol} {day}: {len(frame)} ticks from the {config.source} written to {path}")
-    return dg.MaterializeResult(metadata=_metadata(frame, str(path), f"{symbol} {day} ({config.source})"))
+        raise dg.Failure(f"the {source} returned no ticks for {symbol} on {day}")
+    path = store.path(symbol, day) if source == "collected" else store.write_day(symbol, day, frame)
+    context.log.info(f"{symbol} {day}: {len(frame)} ticks from the {source} in {path}")
+    return dg.MaterializeResult(metadata=_metadata(frame, str(path), f"{symbol} {day} ({source})"))

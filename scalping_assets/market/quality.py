@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .symbols import AR1Generator, CrashBoomGenerator, GBMGenerator, JumpGenerator, StepGenerator, SymbolSpec
+from .symbols import SECONDS_PER_DAY, AR1Generator, CrashBoomGenerator, GBMGenerator, JumpGenerator, StepGenerator, SymbolSpec
 
 # Plausibility bands are wide on purpose: they flag data from the wrong symbol, a broken feed or a
 # broken generator, not ordinary sampling noise of a single day.
@@ -47,11 +47,18 @@ def no_duplicate_epochs(ticks: pd.DataFrame, spec: SymbolSpec) -> CheckOutcome:
 
 
 def cadence_gaps(ticks: pd.DataFrame, spec: SymbolSpec) -> CheckOutcome:
-    """No tick is missing against the symbol's published cadence."""
+    """No tick is missing against the symbol's published cadence, from the day's start to its end."""
     if spec.tick_interval_s is None:
         return CheckOutcome(True, f"{spec.symbol} has no published cadence; gaps not assessed")
     epochs = np.sort(ticks["epoch"].to_numpy())
-    gaps = np.diff(epochs)
+    if epochs.size:
+        # The day's bounds count as ticks one cadence outside it: a day that starts late or stops early
+        # (a collector started at noon, stopped before midnight) is missing ticks like a hole inside it.
+        start = int(epochs[0]) // SECONDS_PER_DAY * SECONDS_PER_DAY
+        bounds = [start - spec.tick_interval_s], [start + SECONDS_PER_DAY + spec.tick_interval_s - 1]
+        gaps = np.diff(np.concatenate([bounds[0], epochs, bounds[1]]))
+    else:
+        gaps = np.diff(epochs)
     # A gap of two intervals or more means at least one tick is missing.
     missing_at = gaps >= 2 * spec.tick_interval_s
     missing = int(np.sum(gaps[missing_at] // spec.tick_interval_s - 1))

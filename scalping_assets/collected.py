@@ -1,0 +1,68 @@
+"""Collected days drive the graph: the days `scalping collect` has completed become `ticks` partitions.
+
+The collector stores only ticks up to the epoch through which it holds every tick (see
+`market/collector.py`), so a stored tick on day d + 1 means day d is complete in the store. The sensor
+requests `daily_job` (ticks, then features) for each such day not requested before, with the `ticks`
+source `collected`: the asset reads the stored day (the checks flag a gap in it) and backfills a day
+the collector never stored from Deriv's history. Days before the collector's first stored day are
+not its to report: a partition backfill in the UI fills them from history.
+
+It runs only when the deployment's tick source is Deriv (`SCALPING_TICK_SOURCE=deriv`); with the
+simulator, `daily_ticks_schedule` makes the days.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import dagster as dg
+
+from scalping_assets.market.store import TickStore, epoch_day
+from scalping_assets.partitions import DAILY, SYMBOLS, tick_partition
+from scalping_assets.resources import TickStoreResource
+from scalping_assets.schedules import daily_job
+from scalping_assets.settings import Settings
+
+MAX_DAYS_PER_SYMBOL = 31  # requests per symbol and evaluation: a long outage is caught up over a few ticks
+
+
+def completed_days(store: TickStore, symbol: str, after: date | None, first: date) -> list[date]:
+    """Days of `symbol` the collector has completed in `store`, later than `after` and not before
+    `first` (the partitions' first day), oldest first, at most `MAX_DAYS_PER_SYMBOL`."""
+    stored = store.days(symbol)
+    last_epoch = store.last_epoch(symbol)
+    if not stored or last_epoch is None:
+        return []
+    through = epoch_day(last_epoch) - timedelta(days=1)  # the day of the newest tick is still being collected
+    day = max(stored[0], first, after + timedelta(days=1) if after else first)
+    days = []
+    while day <= through and len(days) < MAX_DAYS_PER_SYMBOL:
+        days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+@dg.sensor(job=daily_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED)
+def collected_days_sensor(context: dg.SensorEvaluationContext, tick_store: TickStoreResource):
+    """Ticks and features of every day the collector completed, once each (the cursor holds the last
+    day requested per symbol; the run key makes a repeat a no-op)."""
+    if Settings().tick_source != "deriv":
+        return dg.SkipReason("SCALPING_TICK_SOURCE is simulator: daily_ticks_schedule makes the days")
+    cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
+    store, first = tick_store.store(), DAILY.start.date()
+    requests = []
+    for symbol in SYMBOLS.get_partition_keys():
+        after = date.fromisoformat(cursor[symbol]) if symbol in cursor else None
+        for day in completed_days(store, symbol, after, first):
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"collected:{day}:{symbol}",
+                    partition_key=tick_partition(day.isoformat(), symbol),
+                    run_config={"ops": {"ticks": {"config": {"source": "collected"}}}},
+                )
+            )
+            cursor[symbol] = day.isoformat()
+    if not requests:
+        return dg.SensorResult(skip_reason=f"no newly completed day in {store.root}", cursor=json.dumps(cursor, sort_keys=True))
+    return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
