@@ -1,12 +1,19 @@
-"""ONNX export: every family within 1e-4 of the trained model, INT8 kept only where measured faster
-and within tolerance, and the served features and predictions identical to training's."""
+"""ONNX export: every family within 1e-4 of the trained model (both calibrated: what is served is what
+was backtested), INT8 kept only where measured faster and within tolerance, and the served features
+and predictions identical to training's."""
+
+import json
+import shutil
 
 import numpy as np
 import pytest
 
 from scalping_assets.features.labels import PROBABILITY_COLUMNS
+from scalping_assets.models import calibration
+from scalping_assets.models.config import MODEL_KINDS
+from scalping_assets.models.ensemble import FittedStack
 from scalping_assets.models.pipeline import prediction_frame
-from serving.bundle import OnnxPredictor
+from serving.bundle import MANIFEST, OnnxPredictor
 from serving.export import FP32_TOLERANCE, ExportError, export_version, predict_windows
 
 from .serving_helpers import SYMBOL
@@ -18,18 +25,27 @@ def test_every_family_exports_within_tolerance_of_the_trained_model(served_model
     candidate = served_models.candidates[kind]
     assert report.fp32_max_abs_diff <= FP32_TOLERANCE
     assert report.logged
-    # Independently of the export's own measurement: the bundle against the candidate's test evaluation.
+    # Independently of the export's own measurement: the bundle against the candidate's test evaluation
+    # (its calibrated, logged predictions), and against the calibration of the trained model's own output.
     predictor = OnnxPredictor(report.folder, "fp32")
-    windows = served_models.dataset.windows("test")
-    onnx_proba = predict_windows(predictor, windows)
+    dataset = served_models.dataset
+    windows, symbols = dataset.windows("test"), calibration.window_symbols(dataset, "test")
+    onnx_proba = predict_windows(predictor, windows, symbols)
     assert onnx_proba.shape == candidate.test_proba.shape
     assert np.abs(onnx_proba - candidate.test_proba).max() <= FP32_TOLERANCE
+    trained = candidate.model
+    if kind == "ensemble":
+        trained = FittedStack(candidate.model, [served_models.candidates[k].model for k in MODEL_KINDS])
+    raw = trained.predict(dataset, "test")[0]
+    assert np.abs(onnx_proba - candidate.calibration.apply(raw, symbols)).max() <= FP32_TOLERANCE
+    assert predictor.calibration == candidate.calibration and report.manifest.calibration == calibration.ARTIFACT
 
     manifest = report.manifest
     assert manifest.version == candidate.version and manifest.kind == kind
     assert len(manifest.parts) == (4 if kind == "ensemble" else 1) and (manifest.meta is not None) == (kind == "ensemble")
     artifacts = {a.path for a in served_models.tracker.client.list_artifacts(candidate.run_id, "onnx")}
-    assert "onnx/manifest.json" in artifacts and all(f"onnx/{p.fp32}" in artifacts for p in manifest.parts)
+    assert {"onnx/manifest.json", f"onnx/{calibration.ARTIFACT}"} <= artifacts
+    assert all(f"onnx/{p.fp32}" in artifacts for p in manifest.parts)
     if kind == "xgboost":
         assert report.int8_agreement is None and not report.int8_kept  # trees: nothing to quantise
     else:
@@ -59,8 +75,37 @@ def test_served_features_and_predictions_are_training_s_own(served_models):
         state = predictor.feature_state(SYMBOL)
         streamed = [state.update(int(e), float(q)) for e, q in zip(window["epoch"], window["quote"], strict=True)]
         np.testing.assert_allclose(np.stack(streamed[-predictor.manifest.window :]), expected, rtol=1e-9, atol=1e-12)
-        served = predictor.predict(raw[None])[0]
+        served = predictor.predict(raw[None], SYMBOL)[0]
         np.testing.assert_allclose(served, logged[PROBABILITY_COLUMNS].iloc[row].to_numpy(), atol=FP32_TOLERANCE)
+
+
+def test_the_bundle_calibrates_per_symbol_after_the_graphs_and_an_older_bundle_serves_them_as_they_are(served_models, tmp_path):
+    """A bundle's calibration.json is applied per symbol after the ONNX graphs; one exported before
+    calibration (no calibration.json, no manifest entry) serves the graphs' probabilities unchanged."""
+    folder = shutil.copytree(served_models.export("xgboost").folder, tmp_path / "bundle")
+    manifest = json.loads((folder / MANIFEST).read_text())
+    tilted = calibration.ClassScaling(scale=[2.0, 1.0, 0.5], bias=[0.4, 0.0, -0.4], rows=0)
+    chosen = calibration.Calibration(pooled=calibration.IDENTITY, symbols={SYMBOL: tilted})
+    (folder / calibration.ARTIFACT).write_text(chosen.model_dump_json())
+    (folder / MANIFEST).write_text(json.dumps(manifest | {"calibration": calibration.ARTIFACT}))
+    predictor = OnnxPredictor(folder)
+    windows = served_models.dataset.windows("test")[np.arange(64)][0]  # scaled, as the graphs read them
+    graphs = predictor.graphs(windows)
+    served = predictor.predict_scaled(windows)  # a one-symbol bundle: its symbol
+    assert not np.allclose(served, graphs, atol=0.01)
+    np.testing.assert_array_equal(served, chosen.apply(graphs, SYMBOL))
+    np.testing.assert_array_equal(predictor.predict_scaled(windows, [SYMBOL] * len(windows)), served)
+    assert predictor.info()["calibrated"]
+
+    (folder / calibration.ARTIFACT).unlink()
+    (folder / MANIFEST).write_text(json.dumps({k: v for k, v in manifest.items() if k != "calibration"}))
+    older = OnnxPredictor(folder)
+    np.testing.assert_array_equal(older.predict_scaled(windows), graphs)
+    assert not older.info()["calibrated"]
+
+    (folder / MANIFEST).write_text(json.dumps(manifest | {"calibration": None, "symbols": [SYMBOL, "R_100"]}))
+    with pytest.raises(ValueError, match="symbols: required"):
+        OnnxPredictor(folder).predict_scaled(windows)
 
 
 def test_export_refuses_a_dataset_the_model_was_not_trained_on(served_models, tmp_path):

@@ -17,6 +17,7 @@ from scalping_assets.backtest.trials import count_trials
 from scalping_assets.features.dataset import Dataset, DatasetSpec, SequenceWindows, build_dataset
 from scalping_assets.features.labels import PROBABILITY_COLUMNS
 from scalping_assets.market.simulator import simulator
+from scalping_assets.models.calibration import window_symbols
 from scalping_assets.models.config import MODEL_KINDS, TrainConfig, profile_config
 from scalping_assets.models.families import family, register_family
 from scalping_assets.models.family import ModelFamily, OnEpoch, TrainedModel, last_rows
@@ -95,7 +96,7 @@ def test_a_family_registered_outside_the_package_trains_backtests_passes_the_gat
     assert run.data.params["params.c"] == "0.5" and run.data.tags["model_type"] == KIND
     assert tracker.version_tags(candidate.registered_name, candidate.version)["model_type"] == KIND
     again = FAMILY.predict(FAMILY.load(tracker, candidate.model_uri), dataset.windows("test"))
-    np.testing.assert_array_equal(again, candidate.test_proba)
+    np.testing.assert_array_equal(candidate.calibration.apply(again, SYMBOL), candidate.test_proba)  # logged: calibrated
     assert candidate.metrics["accuracy"] > candidate.edge["majority_accuracy"]  # the planted signal is linear enough
 
     # Backtest the logged test predictions, as `backtest_report` does.
@@ -131,14 +132,16 @@ def test_a_family_registered_outside_the_package_trains_backtests_passes_the_gat
     assert export.manifest.kind == KIND and [(p.name, p.input) for p in export.manifest.parts] == [(KIND, "features")]
     assert export.int8_agreement is None and export.manifest.precision == "fp32"  # not quantisable: no INT8 tried
 
-    # Serve from the bundle: the family's test predictions, from feature windows and from raw ticks.
+    # Serve from the bundle: the family's calibrated test predictions, from feature windows and from raw ticks.
     predictor = OnnxPredictor(export.folder)
-    np.testing.assert_allclose(predict_windows(predictor, dataset.windows("test")), candidate.test_proba, atol=FP32_TOLERANCE)
+    assert predictor.calibration == candidate.calibration
+    windows = predict_windows(predictor, dataset.windows("test"), window_symbols(dataset, "test"))
+    np.testing.assert_allclose(windows, candidate.test_proba, atol=FP32_TOLERANCE)
     logged = prediction_frame(dataset, candidate.test_proba)
     epochs = ticks["epoch"].to_numpy()
     for row in np.linspace(0, len(logged) - 1, 3).astype(int):
         end = int(np.searchsorted(epochs, logged["epoch"].iloc[row])) + 1
         window = ticks.iloc[end - predictor.manifest.min_ticks : end]
         raw = predictor.features_from_ticks(SYMBOL, window["epoch"].to_numpy(), window["quote"].to_numpy())
-        served = predictor.predict(raw[None])[0]
+        served = predictor.predict(raw[None], SYMBOL)[0]
         np.testing.assert_allclose(served, logged[PROBABILITY_COLUMNS].iloc[row].to_numpy(), atol=FP32_TOLERANCE)

@@ -1,5 +1,6 @@
-"""Models: the pipeline finds the planted signal, invents none on martingales, and MLflow gives back
-exactly the model it was given."""
+"""Models: the pipeline finds the planted signal, invents none on martingales, calibrates on the
+validation span alone and logs the calibrated test predictions, and MLflow gives back exactly the
+model it was given."""
 
 import os
 from datetime import date
@@ -9,10 +10,13 @@ import numpy as np
 import pytest
 import torch
 
+from scalping_assets.backtest.runs import load_predictions
 from scalping_assets.definitions import build_resources
-from scalping_assets.features.dataset import DatasetSpec, build_dataset, walk_forward_datasets
+from scalping_assets.features.dataset import Dataset, DatasetSpec, build_dataset, walk_forward_datasets
+from scalping_assets.features.labels import PROBABILITY_COLUMNS
 from scalping_assets.market.planted import bayes_direction_accuracy
 from scalping_assets.market.simulator import simulator
+from scalping_assets.models import calibration
 from scalping_assets.models.config import profile_config
 from scalping_assets.models.ensemble import ensemble_fit_predict, fit_stack
 from scalping_assets.models.losses import FocalLoss, balanced_class_weights
@@ -77,7 +81,7 @@ def test_models_come_back_from_mlflow_predicting_exactly_the_same(planted, track
     for candidate in candidates:
         family = candidate.model.family
         again = family.predict(family.load(tracker, candidate.model_uri), windows)
-        assert np.array_equal(again, candidate.test_proba), candidate.name
+        assert np.array_equal(again, candidate.model.predict(dataset, "test")[0]), candidate.name
         version = tracker.client.get_model_version(candidate.registered_name, candidate.version)
         assert version.tags["model_type"] == candidate.model.config.kind
     runs = tracker.client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{candidates[0].run_id}'")
@@ -87,7 +91,57 @@ def test_models_come_back_from_mlflow_predicting_exactly_the_same(planted, track
         r.info.run_id for r in tracker.client.search_runs([tracker.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
     } >= {c.run_id for c in candidates}
     artifacts = {a.path for a in tracker.client.list_artifacts(candidates[0].run_id, "plots")}
-    assert {"plots/confusion.png", "plots/calibration.png", "plots/learning_curves.png"} <= artifacts
+    assert {"plots/confusion.png", "plots/reliability.png", "plots/learning_curves.png"} <= artifacts
+
+
+@pytest.fixture(scope="module")
+def weighted(tracker):
+    """XGBoost with balanced class weights over SIG_AR1 pooled with CRASH1000 (~99 % UP): the weights
+    scale SIG_AR1's odds towards DOWN, so that at the default threshold it signals short only."""
+    symbols = ["SIG_AR1", "CRASH1000"]
+    spec = DatasetSpec(symbols=symbols, start=date(2026, 1, 2), end=date(2026, 1, 2), sequence_length=50)
+    dataset = build_dataset(spec, {s: simulator(s, 7).days(date(2026, 1, 1), date(2026, 1, 2)) for s in symbols})
+    config = profile_config("demo", "xgboost", class_weights=True, n_estimators=60)
+    return dataset, train_candidate(dataset, config, tracker)
+
+
+def test_the_logged_test_predictions_and_metrics_are_of_the_calibrated_probabilities(weighted, tracker):
+    dataset, candidate = weighted
+    raw, labels = candidate.model.predict(dataset, "test")
+    assert not candidate.calibration.parameters("SIG_AR1").identity
+    assert set(candidate.calibration.symbols) == {"SIG_AR1", "CRASH1000"}
+    calibrated = candidate.calibration.apply(raw, calibration.window_symbols(dataset, "test"))
+    assert not np.allclose(calibrated, raw, atol=0.01)
+    np.testing.assert_array_equal(candidate.test_proba, calibrated)
+    # What backtests and trials read, and what the export bundles.
+    np.testing.assert_array_equal(load_predictions(tracker, candidate.run_id)[PROBABILITY_COLUMNS].to_numpy(), calibrated)
+    logged = calibration.Calibration.model_validate(tracker.load_dict(candidate.run_id, calibration.ARTIFACT))
+    assert logged == candidate.calibration
+    run = tracker.client.get_run(candidate.run_id)
+    metrics = run.data.metrics
+    assert metrics["test/accuracy"] == pytest.approx(float((calibrated.argmax(axis=1) == labels).mean()))
+    for name in ("down", "up"):
+        assert metrics[f"test/ece_{name}"] < metrics[f"test/uncalibrated/ece_{name}"] / 2, name
+    # The short-only defect, and its repair: the calibrated SIG_AR1 signals go both ways.
+    assert metrics["test/uncalibrated/SIG_AR1/long_share"] < 0.05
+    assert 0.3 < metrics["test/SIG_AR1/long_share"] < 0.7
+    assert "plots/reliability.png" in {a.path for a in tracker.client.list_artifacts(candidate.run_id, "plots")}
+
+
+def test_the_calibration_is_fitted_on_the_validation_rows_alone(weighted, tracker):
+    """Other test rows (labels and features) give other test predictions and the same calibration."""
+    dataset, candidate = weighted
+    frame = dataset.frame.copy()
+    test = frame["split"].to_numpy() == "test"
+    rng = np.random.default_rng(0)
+    target = dataset.meta.spec.target
+    frame.loc[test, target] = rng.permutation(frame.loc[test, target].to_numpy())
+    frame.loc[test, dataset.feature_names] = rng.normal(size=(test.sum(), len(dataset.feature_names)))
+    again = train_candidate(Dataset(frame, dataset.meta), candidate.model.config, tracker)
+    assert not np.array_equal(again.test_labels, candidate.test_labels)
+    assert not np.allclose(again.test_proba, candidate.test_proba)
+    assert again.calibration == candidate.calibration
+    assert candidate.calibration.pooled.rows == len(dataset.windows("validation").ends)
 
 
 def test_training_is_deterministic_for_a_seed(planted, tracker):
@@ -139,7 +193,7 @@ def test_stacked_ensemble_learns_only_from_out_of_fold_predictions(planted):
     assert (frame["split"].to_numpy()[stack.oof_rows] == "train").all()
     assert stack.meta.n_features_in_ == 3 * len(configs)
     assert len(stack.oof_rows) == len(np.unique(stack.oof_rows)), "each training row predicted once"
-    proba = stack.predict([c.test_proba for c in candidates])
+    proba = stack.predict([c.model.predict(dataset, "test")[0] for c in candidates])  # what the stack was fitted on
     accuracy = float((proba.argmax(axis=1) == candidates[0].test_labels).mean())
     best = max(c.metrics["accuracy"] for c in candidates)
     assert accuracy >= best - 0.01, f"ensemble {accuracy:.4f} vs best base {best:.4f}"

@@ -1,5 +1,7 @@
 """The serving bundle: ONNX files plus a manifest holding everything a prediction needs besides the
-ticks (feature names and window, the training-span scaler and fitted features, the graph layout).
+ticks (feature names and window, the training-span scaler and fitted features, the graph layout), and
+the candidate's calibration (`calibration.json`), applied per symbol after the graphs so that what is
+served equals the calibrated test predictions the backtest replayed.
 
 Runtime side only: onnxruntime and the project's feature code, no torch, no MLflow. A bundle is
 written by `serving.export` and logged to the model version's MLflow run under `onnx/`.
@@ -8,6 +10,7 @@ written by `serving.export` and logged to the model version's MLflow run under `
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +25,7 @@ from scalping_assets.features.fitted import FittedFeatures
 from scalping_assets.features.labels import CLASSES
 from scalping_assets.features.stream import FeatureState
 from scalping_assets.market.symbols import get_symbol
+from scalping_assets.models.calibration import UNCALIBRATED, Calibration
 from scalping_assets.models.family import PROBABILITIES, Input
 
 ARTIFACT_PATH = "onnx"  # where a version's run holds its bundle
@@ -53,6 +57,10 @@ class Manifest(BaseModel):
     classes: list[str] = [c.lower() for c in CLASSES]
     parts: list[Part]
     meta: str | None = None  # meta-learner over the parts' concatenated probabilities (the ensemble)
+    # The per-symbol calibration applied to the graphs' probabilities (`models.calibration.Calibration`
+    # as JSON). None: a bundle exported before calibration, or of a version trained before it; both
+    # backtested the graphs' own probabilities, so they are served uncalibrated (the identity).
+    calibration: str | None = None
     precision: Precision = "fp32"  # what the export recommends serving
     export: dict = {}  # parity and latency measured at export
     # The symbols the gate cleared this version for; None: exported before the gate judged symbols.
@@ -94,6 +102,9 @@ class OnnxPredictor:
         self.precision: Precision = m.precision if precision == "auto" else precision
         self._parts = [(part, _session(self.folder / self._file(part))) for part in m.parts]
         self._meta = _session(self.folder / m.meta) if m.meta else None
+        self.calibration = (
+            Calibration.model_validate_json((self.folder / m.calibration).read_text()) if m.calibration else UNCALIBRATED
+        )
         self._mean = np.asarray(m.scaler_mean, np.float32)
         self._scale = np.asarray(m.scaler_scale, np.float32)
         self._pips = {s: get_symbol(s).pip_size for s in m.symbols}
@@ -111,16 +122,26 @@ class OnnxPredictor:
     def scale(self, raw: np.ndarray) -> np.ndarray:
         return ((raw - self._mean) / self._scale).astype(np.float32)
 
-    def predict_scaled(self, windows: np.ndarray) -> np.ndarray:
-        """(B, L, F) windows already scaled -> (B, 3) probabilities."""
+    def graphs(self, windows: np.ndarray) -> np.ndarray:
+        """(B, L, F) windows already scaled -> (B, 3) probabilities of the ONNX graphs, uncalibrated."""
         outputs = [_run(session, windows if part.input == "window" else windows[:, -1, :]) for part, session in self._parts]
         if self._meta is None:
             return outputs[0]
         return _run(self._meta, np.hstack(outputs).astype(np.float32))
 
-    def predict(self, raw_windows: np.ndarray) -> np.ndarray:
-        """(B, L, F) raw feature windows (the feature code's units) -> (B, 3) probabilities."""
-        return self.predict_scaled(self.scale(np.asarray(raw_windows, np.float32)))
+    def predict_scaled(self, windows: np.ndarray, symbols: str | Sequence[str] | None = None) -> np.ndarray:
+        """(B, L, F) windows already scaled, of `symbols` (one per window, or one for all; None: the
+        bundle's only symbol) -> (B, 3) calibrated probabilities: what is served."""
+        if symbols is None:
+            if len(self.manifest.symbols) != 1:
+                raise ValueError(f"symbols: required for a bundle of several symbols ({', '.join(self.manifest.symbols)})")
+            symbols = self.manifest.symbols[0]
+        return self.calibration.apply(self.graphs(windows), symbols)
+
+    def predict(self, raw_windows: np.ndarray, symbols: str | Sequence[str] | None = None) -> np.ndarray:
+        """(B, L, F) raw feature windows (the feature code's units) of `symbols` (as `predict_scaled`)
+        -> (B, 3) calibrated probabilities."""
+        return self.predict_scaled(self.scale(np.asarray(raw_windows, np.float32)), symbols)
 
     def features_from_ticks(self, symbol: str, epochs: np.ndarray, quotes: np.ndarray) -> np.ndarray:
         """The raw feature window (L, F) at the last tick, computed by the training code's batch path."""
@@ -145,6 +166,7 @@ class OnnxPredictor:
             "features": m.feature_names,
             "classes": m.classes,
             "precision": self.served_precision,
+            "calibrated": m.calibration is not None,
             "export": m.export,
         }
 

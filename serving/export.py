@@ -4,15 +4,18 @@ one, and the parity and latency measured on the dataset's test span.
 
 Each part is a model family's native model, converted by its family (`ModelFamily.to_onnx`) and
 checked against the family's own predictions; the stacked ensemble is its base parts plus the
-logistic-regression meta-learner (skl2onnx). INT8 is kept only where it is faster than FP32 and
-agrees with it on at least `min_agreement` of the test windows' classes.
+logistic-regression meta-learner (skl2onnx). The version's calibration (the run's `calibration.json`)
+travels with the graphs and parity is measured on what is served: the bundle's calibrated
+probabilities against the calibrated predictions of the trained model, i.e. the logged test
+predictions the backtest replayed. INT8 is kept only where it is faster than FP32 and agrees with it
+on at least `min_agreement` of the test windows' (calibrated) classes.
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from onnxruntime.quantization import QuantType, quantize_dynamic
 from skl2onnx import to_onnx
 
 from scalping_assets.features.dataset import Dataset, SequenceWindows
+from scalping_assets.models import calibration
+from scalping_assets.models.calibration import UNCALIBRATED, Calibration
 from scalping_assets.models.ensemble import BASES_ARTIFACT
 from scalping_assets.models.families import family
 from scalping_assets.models.family import ModelFamily
@@ -29,7 +34,7 @@ from scalping_assets.models.tracking import CLEARED_TAG, Tracker
 
 from .bundle import ARTIFACT_PATH, Manifest, OnnxPredictor, Part, write_manifest
 
-FP32_TOLERANCE = 1e-4  # max |Δprob| between the FP32 graph and the trained model
+FP32_TOLERANCE = 1e-4  # max |Δprob| between the FP32 bundle and the trained model, both calibrated
 META_OPSET = 17
 
 
@@ -46,7 +51,7 @@ class ExportError(ValueError):
 class ExportReport:
     manifest: Manifest
     folder: Path
-    fp32_max_abs_diff: float  # ONNX FP32 vs the trained model, probabilities, over the test windows
+    fp32_max_abs_diff: float  # ONNX FP32 vs the trained model, calibrated probabilities, over the test windows
     int8_agreement: float | None  # class agreement INT8 vs FP32 (None: no part can be quantised)
     int8_kept: bool
     logged: bool  # only a bundle within FP32_TOLERANCE of the trained model reaches the registry
@@ -87,6 +92,15 @@ def _version_parts(tracker: Tracker, name: str, version: str) -> tuple[str, list
     return kind, parts, tracker.load_model("sklearn", uri)
 
 
+def _calibration(tracker: Tracker, run_id: str) -> Calibration | None:
+    """The calibration logged with a version's run; None for a version trained before calibration
+    (its logged test predictions, what its backtest replayed, are the model's own)."""
+    try:
+        return Calibration.model_validate(tracker.load_dict(run_id, calibration.ARTIFACT))
+    except FileNotFoundError:
+        return None
+
+
 def quantise(folder: Path, part: Part) -> None:
     """Write the INT8 variant of `part` (dynamic quantisation of its weights) beside its FP32 graph and
     point the part at it."""
@@ -110,10 +124,14 @@ def latency_us(
     return {"p50": float(np.percentile(us, 50)), "p99": float(np.percentile(us, 99))}
 
 
-def predict_windows(predictor: OnnxPredictor, windows: SequenceWindows, batch: int = 4096) -> np.ndarray:
-    """Probabilities of every window, in batches."""
+def predict_windows(
+    predictor: OnnxPredictor, windows: SequenceWindows, symbols: Sequence[str] | np.ndarray, batch: int = 4096
+) -> np.ndarray:
+    """Served (calibrated) probabilities of every window of `symbols` (one per window), in batches."""
+    symbols = np.asarray(symbols)
     out = [
-        predictor.predict_scaled(windows[np.arange(s, min(s + batch, len(windows)))][0]) for s in range(0, len(windows), batch)
+        predictor.predict_scaled(windows[np.arange(s, min(s + batch, len(windows)))][0], symbols[s : s + batch])
+        for s in range(0, len(windows), batch)
     ]
     return np.concatenate(out)
 
@@ -152,6 +170,9 @@ def export_version(
     quantisable = [part for part, (part_family, _) in zip(parts, references, strict=True) if part_family.quantisable]
     for part in quantisable:
         quantise(folder, part)
+    fitted = _calibration(tracker, run_id)
+    if fitted is not None:
+        (folder / calibration.ARTIFACT).write_text(fitted.model_dump_json())
     meta_file = None
     if meta_learner is not None:
         example = np.zeros((1, 3 * len(parts)), np.float32)
@@ -171,23 +192,31 @@ def export_version(
         fitted=dataset.meta.fitted,
         parts=parts,
         meta=meta_file,
+        calibration=None if fitted is None else calibration.ARTIFACT,
         cleared_symbols=_cleared(tracker.version_tags(name, version)),
     )
     write_manifest(folder, manifest)
 
     windows = dataset.windows("test")
+    symbols = calibration.window_symbols(dataset, "test")
     truth_parts = [part_family.predict(model, windows) for part_family, model in references]
     truth = truth_parts[0] if meta_learner is None else meta_learner.predict_proba(np.hstack(truth_parts))
+    truth = (UNCALIBRATED if fitted is None else fitted).apply(truth, symbols)  # the logged test predictions
     fp32 = OnnxPredictor(folder, "fp32")
-    fp32_proba = predict_windows(fp32, windows)
+    fp32_proba = predict_windows(fp32, windows, symbols)
     fp32_diff = float(np.abs(fp32_proba - truth).max())
     singles = list(windows[np.arange(min(len(windows), 256))][0][:, None])  # one window per call
-    latency = {"fp32": latency_us(fp32.predict_scaled, singles, latency_repeats)}
+
+    def served(predictor: OnnxPredictor) -> Callable[[np.ndarray], np.ndarray]:
+        """One window of the first test symbol per call, calibration included: what a request costs."""
+        return lambda window: predictor.predict_scaled(window, str(symbols[0]))
+
+    latency = {"fp32": latency_us(served(fp32), singles, latency_repeats)}
     agreement, keep_int8 = None, False
     if quantisable:
         int8 = OnnxPredictor(folder, "int8")
-        agreement = float((predict_windows(int8, windows).argmax(axis=1) == fp32_proba.argmax(axis=1)).mean())
-        latency["int8"] = latency_us(int8.predict_scaled, singles, latency_repeats)
+        agreement = float((predict_windows(int8, windows, symbols).argmax(axis=1) == fp32_proba.argmax(axis=1)).mean())
+        latency["int8"] = latency_us(served(int8), singles, latency_repeats)
         keep_int8 = agreement >= min_agreement and latency["int8"]["p50"] < latency["fp32"]["p50"]
     if not keep_int8:
         for part in quantisable:

@@ -1,5 +1,5 @@
-"""Prediction assembly: routed feature windows in, answers out (one ONNX run per variant), each one
-counted in the metrics and written to the prediction log; and a stream client's per-symbol feature
+"""Prediction assembly: routed feature windows in, calibrated answers out (one ONNX run per variant),
+each one counted in the metrics and written to the prediction log; and a stream client's per-symbol feature
 state, one tick at a time."""
 
 from __future__ import annotations
@@ -61,7 +61,8 @@ def predict(endpoint: str, items: list[Item], started: float, log: PredictionLog
         chosen = [i for i, item in enumerate(items) if item.route.variant == variant]
         model = items[chosen[0]].route.model
         windows = model.scale(np.stack([items[i].window for i in chosen]))
-        proba = model.predict_scaled(windows)
+        # Calibrated per symbol after the graphs: the probabilities the backtest replayed.
+        proba = model.predict_scaled(windows, [items[i].symbol for i in chosen])
         elapsed = time.perf_counter() - started
         INFERENCE_SECONDS.labels(endpoint=endpoint, variant=variant).observe(elapsed)
         PREDICTIONS.labels(variant=variant, version=model.version).inc(len(chosen))

@@ -25,8 +25,13 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=1e-2, ge=0)
     patience: int = Field(default=3, ge=1, description="epochs without a better validation loss before stopping")
-    focal_gamma: float = Field(default=2.0, ge=0)
-    class_weights: bool = True
+    # Plain cross-entropy by default: the probabilities are traded on (`min_confidence`), and both
+    # options bend them. Balanced class weights over the pooled symbols scale each class's odds by its
+    # weight (CRASH1000 is ~99 % UP, so a pool with it weights DOWN ~2.3 times UP, and a symmetric
+    # symbol then clears the threshold short only); focal loss flattens confident predictions.
+    # Calibration on the validation span (models.calibration) corrects what is left either way.
+    focal_gamma: float = Field(default=0.0, ge=0, description="focal loss exponent; 0: cross-entropy")
+    class_weights: bool = Field(default=False, description="weight the loss by balanced class weights of the training rows")
     grad_clip: float = Field(default=1.0, gt=0)
     max_train_windows: int | None = Field(default=None, description="windows sampled (once, seeded) from training")
     max_eval_windows: int | None = Field(default=None, description="windows sampled from validation for early stopping")

@@ -4,11 +4,13 @@ The training span is cut in time into K blocks. For each block, every base model
 other blocks (purged: rows whose label resolves inside the block, or that lie within the embargo
 after it, are left out) and predicts the block. The meta-learner is fitted on those out-of-fold
 predictions only, never on a base model's predictions of its own training rows. At test time the
-base models fitted on the whole training span feed it.
+base models fitted on the whole training span feed it. Its output is calibrated on the validation span
+like any candidate's (`pipeline.evaluate_and_log`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -40,6 +42,19 @@ class StackedEnsemble:
 
     def predict(self, base_probabilities: list[np.ndarray]) -> np.ndarray:
         return self.meta.predict_proba(np.hstack(base_probabilities))
+
+
+@dataclass
+class FittedStack:
+    """The stack with the fitted base models that feed it: answers a dataset's split as a `TrainedModel`
+    does (a `calibration.SplitPredictor`)."""
+
+    stack: StackedEnsemble
+    bases: list[TrainedModel]
+
+    def predict(self, dataset: Dataset, split: str) -> tuple[np.ndarray, np.ndarray]:
+        predictions = [base.predict(dataset, split) for base in self.bases]
+        return self.stack.predict([p for p, _ in predictions]), predictions[0][1]
 
 
 def _fold_dataset(dataset: Dataset, train_rows: np.ndarray, held_out: np.ndarray) -> Dataset:
@@ -117,9 +132,9 @@ def train_ensemble(
     dataset_name: str | None = None,
     dataset_source: str | None = None,
 ) -> Candidate:
-    """Stack the fitted `bases`: out-of-fold training of the meta-learner, evaluation on the test span
-    through the bases' own test predictions, logged and registered like any candidate (`dataset_name`,
-    `dataset_source`: as for `train_candidate`)."""
+    """Stack the fitted `bases`: out-of-fold training of the meta-learner, calibration on the validation
+    span and evaluation on the test span through the bases' own predictions, logged and registered like
+    any candidate (`dataset_name`, `dataset_source`: as for `train_candidate`)."""
     spec = dataset.meta.spec
     configs = [base.config for base in bases]
     registered = registered_model_name(spec.symbols, spec.labels.horizon)
@@ -147,13 +162,14 @@ def train_ensemble(
         run.dict({"bases": [{"kind": b.config.kind, "model_uri": b.model_uri} for b in bases]}, BASES_ARTIFACT)
         stack = fit_stack(dataset, configs, folds, on_fold=on_fold)
         run.metrics({"oof_rows": len(stack.oof_rows)})
-        predictions = [base.predict(dataset, "test") for base in bases]
-        labels = predictions[0][1]
-        proba = stack.predict([p for p, _ in predictions])
-        metrics, edge = evaluate_and_log(dataset, run, "ensemble", proba, labels)
-        example = np.hstack([p[:4] for p, _ in predictions])
+        evaluation = evaluate_and_log(dataset, run, "ensemble", FittedStack(stack, bases))
+        windows = dataset.windows("test")
+        first = dataclasses.replace(windows, ends=windows.ends[:4])
+        example = np.hstack([base.family.predict(base.model, first) for base in bases])
         model_uri = run.model("sklearn", stack.meta, "meta_learner", example)
-        described = version_description("ensemble", dataset, dataset_name, metrics, edge, tracker.run_url(run.run_id))
+        described = version_description(
+            "ensemble", dataset, dataset_name, evaluation.metrics, evaluation.edge, tracker.run_url(run.run_id)
+        )
         version = tracker.register(model_uri, registered, tags, described)
         tracker.describe_model(registered, model_description(dataset))
         run.describe(f"{about} Registered as [{registered} v{version}]({tracker.model_version_url(registered, version)}).")
@@ -162,14 +178,15 @@ def train_ensemble(
         kind="ensemble",
         config={"folds": folds, "bases": [c.model_dump() for c in configs]},
         model=stack,
-        metrics=metrics,
-        edge=edge,
+        metrics=evaluation.metrics,
+        edge=evaluation.edge,
         run_id=run.run_id,
         model_uri=model_uri,
         registered_name=registered,
         version=version,
-        test_proba=proba,
-        test_labels=labels,
+        test_proba=evaluation.proba,
+        test_labels=evaluation.labels,
+        calibration=evaluation.calibration,
     )
 
 
@@ -178,7 +195,6 @@ def ensemble_fit_predict(configs: list[TrainConfig], folds: int = 2) -> Callable
 
     def fit_predict(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
         stack = fit_stack(dataset, configs, folds)
-        predictions = [fit(dataset, config).predict(dataset, "test") for config in configs]
-        return stack.predict([p for p, _ in predictions]), predictions[0][1]
+        return FittedStack(stack, [fit(dataset, config) for config in configs]).predict(dataset, "test")
 
     return fit_predict

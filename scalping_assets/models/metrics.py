@@ -82,26 +82,6 @@ def confusion_png(y: np.ndarray, proba: np.ndarray, title: str) -> bytes:
     return figure_png(fig)
 
 
-def calibration_png(y: np.ndarray, proba: np.ndarray, title: str, bins: int = 10) -> bytes:
-    """Reliability of each class's probability: predicted vs observed frequency per bin."""
-    fig, ax = plt.subplots(figsize=(4.5, 4), dpi=90)
-    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="perfect")
-    edges = np.linspace(0, 1, bins + 1)
-    for c, name in enumerate(CLASSES):
-        which = np.clip(np.digitize(proba[:, c], edges) - 1, 0, bins - 1)
-        filled = [b for b in range(bins) if (which == b).sum() >= 20]
-        if filled:
-            predicted = [proba[which == b, c].mean() for b in filled]
-            observed = [(y[which == b] == c).mean() for b in filled]
-            ax.plot(predicted, observed, marker="o", linewidth=1, label=name)
-    ax.set_xlabel("predicted probability")
-    ax.set_ylabel("observed frequency")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return figure_png(fig)
-
-
 def learning_curves_png(curves: dict[str, list[float]], title: str, xlabel: str = "epoch") -> bytes:
     fig, ax = plt.subplots(figsize=(5, 3.2), dpi=90)
     for name, values in curves.items():

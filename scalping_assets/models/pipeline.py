@@ -1,7 +1,11 @@
-"""Train one candidate on a dataset, evaluate it on the test span, and record it in MLflow.
+"""Train one candidate on a dataset, calibrate it on the validation span, evaluate it on the test span,
+and record it in MLflow.
 
 All candidates of a dataset are scored on the same rows: the test rows that have a full window of
-`sequence_length` ticks behind them (flat models predict those rows from their own features).
+`sequence_length` ticks behind them (flat models predict those rows from their own features). What is
+scored, logged as the test predictions (what backtests replay and the entry threshold reads) and
+served is the calibrated probabilities (`models.calibration`); the model's own output is kept for the
+before/after comparison only.
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ..backtest.engine import ExecutionConfig, signal_sides
 from ..features.dataset import Dataset
 from ..features.labels import PROBABILITY_COLUMNS
+from . import calibration
+from .calibration import Calibration, SplitPredictor
 from .config import TrainConfig
 from .families import family
 from .family import EpochLog, OnEpoch, TrainedModel
-from .metrics import calibration_png, classification_metrics, confusion_png, edge_test, learning_curves_png
-from .tracking import TEST, RunLog, Tracker, registered_model_name
+from .metrics import classification_metrics, confusion_png, edge_test, learning_curves_png
+from .tracking import TEST, RunLog, Tracker, finite_metrics, registered_model_name
 
 
 def fit(dataset: Dataset, config: TrainConfig, on_epoch: OnEpoch | None = None) -> TrainedModel:
@@ -46,8 +53,9 @@ class Candidate:
     model_uri: str
     registered_name: str
     version: str
-    test_proba: np.ndarray
+    test_proba: np.ndarray  # calibrated: what was scored and logged
     test_labels: np.ndarray
+    calibration: Calibration  # fitted on the validation span; logged as `calibration.ARTIFACT`
 
 
 def majority_class(dataset: Dataset) -> int:
@@ -94,9 +102,10 @@ def model_description(dataset: Dataset) -> str:
 def version_description(name: str, dataset: Dataset, dataset_name: str | None, metrics: dict, edge: dict, run_url: str) -> str:
     """A version's `model` section: what was trained, on which dataset, how it scored on the test span."""
     return (
-        f"{name} trained on {describe_dataset(dataset, dataset_name)}. Test accuracy {metrics['accuracy']:.4f} "
-        f"against {edge['majority_accuracy']:.4f} for the majority class (edge p = {edge['p_value']:.3g}). "
-        f"[Training run]({run_url})."
+        f"{name} trained on {describe_dataset(dataset, dataset_name)}, its probabilities calibrated per symbol "
+        f"on the validation span (`{calibration.ARTIFACT}`, applied by the serving bundle). Test accuracy "
+        f"{metrics['accuracy']:.4f} against {edge['majority_accuracy']:.4f} for the majority class "
+        f"(edge p = {edge['p_value']:.3g}). [Training run]({run_url})."
     )
 
 
@@ -109,8 +118,9 @@ def train_candidate(
     dataset_name: str | None = None,
     dataset_source: str | None = None,
 ) -> Candidate:
-    """Fit, evaluate on the test span, log params/curves/metrics/plots/model, register a version.
-    `dataset_name` (the Dagster partition) and `dataset_source` (its folder) name the run's input."""
+    """Fit, calibrate on the validation span, evaluate on the test span, log params/curves/metrics/plots/
+    model/calibration, register a version. `dataset_name` (the Dagster partition) and `dataset_source`
+    (its folder) name the run's input."""
     spec = dataset.meta.spec
     name = f"{config.kind}-seed{config.seed}"
     registered = registered_model_name(spec.symbols, spec.labels.horizon)
@@ -137,14 +147,15 @@ def train_candidate(
 
         model = fit(dataset, config, log_epoch)
         model.family.log_training(model, run, dataset, name)
-        proba, labels = model.predict(dataset, "test")
         if model.curves:
             title = f"{name}: learning curves"
             run.bytes(learning_curves_png(model.curves, title, model.family.step), "plots/learning_curves.png")
         run.curves({"best_step": model.best_step}, step=0)
-        metrics, edge = evaluate_and_log(dataset, run, name, proba, labels)
+        evaluation = evaluate_and_log(dataset, run, name, model)
         model.model_uri = model.family.log(model.model, run, "model", dataset)
-        described = version_description(name, dataset, dataset_name, metrics, edge, tracker.run_url(run.run_id))
+        described = version_description(
+            name, dataset, dataset_name, evaluation.metrics, evaluation.edge, tracker.run_url(run.run_id)
+        )
         version = tracker.register(model.model_uri, registered, tags, described)
         tracker.describe_model(registered, model_description(dataset))
         run.describe(f"{about} Registered as [{registered} v{version}]({tracker.model_version_url(registered, version)}).")
@@ -153,14 +164,15 @@ def train_candidate(
         kind=config.kind,
         config=config.model_dump(),
         model=model,
-        metrics=metrics,
-        edge=edge,
+        metrics=evaluation.metrics,
+        edge=evaluation.edge,
         run_id=run.run_id,
         model_uri=model.model_uri,
         registered_name=registered,
         version=version,
-        test_proba=proba,
-        test_labels=labels,
+        test_proba=evaluation.proba,
+        test_labels=evaluation.labels,
+        calibration=evaluation.calibration,
     )
 
 
@@ -193,15 +205,53 @@ def predictions_digest(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def evaluate_and_log(dataset: Dataset, run: RunLog, name: str, proba: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
-    """Test metrics, the edge test, the test plots and the test predictions (with their digest as a
-    tag), logged to `run`."""
+UNCALIBRATED = "uncalibrated/"  # metric prefix (under `test/`): the same figure of the model's own output
+
+
+def calibration_metrics(labels: np.ndarray, proba: np.ndarray, symbols: np.ndarray) -> dict[str, float]:
+    """Per class, the expected calibration error (`ece_<class>`); at the backtest's default entry
+    threshold, the share of test rows that signal an entry (`signal_share`) and the share of those
+    that go long (`long_share`, and `<symbol>/long_share`; absent without signals)."""
+    metrics = {f"ece_{name}": ece for name, ece in calibration.expected_calibration_error(proba, labels).items()}
+    sides = signal_sides(proba, ExecutionConfig().min_confidence)
+    metrics["signal_share"] = float(np.mean(sides != 0))
+    groups = {"": np.ones(len(sides), bool)} | {f"{symbol}/": symbols == symbol for symbol in np.unique(symbols)}
+    for prefix, rows in groups.items():
+        signals = sides[rows & (sides != 0)]
+        metrics[f"{prefix}long_share"] = float(np.mean(signals == 1)) if len(signals) else np.nan
+    return finite_metrics(metrics)
+
+
+@dataclass
+class Evaluation:
+    """A fitted model's calibration (fitted on the validation span) and its calibrated test evaluation."""
+
+    calibration: Calibration
+    proba: np.ndarray  # calibrated test probabilities
+    labels: np.ndarray
+    metrics: dict[str, float]  # of the calibrated probabilities; `uncalibrated/…`: of the model's own
+    edge: dict[str, float]
+
+
+def evaluate_and_log(dataset: Dataset, run: RunLog, name: str, model: SplitPredictor) -> Evaluation:
+    """Calibrate `model` on the validation span (never the test span), then evaluate its calibrated test
+    probabilities: metrics (`test/…`, with the calibration figures of the model's own output under
+    `test/uncalibrated/…`), the edge test, the confusion matrix and the reliability before and after;
+    log the calibration and the calibrated test predictions (with their digest as a tag) to `run`."""
+    fitted = calibration.fit_validation(model, dataset)
+    raw, labels = model.predict(dataset, "test")
+    symbols = calibration.window_symbols(dataset, "test")
+    proba = fitted.apply(raw, symbols)
+    run.dict(fitted.model_dump(mode="json"), calibration.ARTIFACT)
     frame = prediction_frame(dataset, proba)
     run.bytes(frame.to_parquet(index=False), PREDICTIONS_ARTIFACT)
     run.tag(DIGEST_TAG, predictions_digest(frame))
-    metrics = classification_metrics(labels, proba)
+    before = calibration_metrics(labels, raw, symbols)
+    metrics = classification_metrics(labels, proba) | calibration_metrics(labels, proba, symbols)
+    metrics |= {f"{UNCALIBRATED}{k}": v for k, v in before.items()}
     edge = edge_test(labels, proba.argmax(axis=1), majority_class(dataset), dataset.meta.spec.target_lookahead)
     run.metrics({f"{TEST}{k}": v for k, v in metrics.items()} | {f"{TEST}edge_{k}": v for k, v in edge.items()})
     run.bytes(confusion_png(labels, proba, f"{name}: test confusion"), "plots/confusion.png")
-    run.bytes(calibration_png(labels, proba, f"{name}: test reliability"), "plots/calibration.png")
-    return metrics, edge
+    title = f"{name}: test reliability (calibrated on the validation span)"
+    run.bytes(calibration.reliability_png(labels, raw, proba, title, symbols), "plots/reliability.png")
+    return Evaluation(calibration=fitted, proba=proba, labels=labels, metrics=metrics, edge=edge)

@@ -1,5 +1,6 @@
-"""Training loop of the torch models: focal loss, AdamW, OneCycleLR, gradient clipping, early stopping
-on validation loss, seeded and deterministic; a GPU when one is present."""
+"""Training loop of the torch models: cross-entropy (focal and class-weighted if configured), AdamW,
+OneCycleLR, gradient clipping, early stopping on validation loss, seeded and deterministic; a GPU when
+one is present."""
 
 from __future__ import annotations
 
