@@ -6,7 +6,7 @@ export DAGSTER_HOME := $(CURDIR)
 # Where `make demo` and `make dev` keep MLflow's store and artifacts (SCALPING_DATA_DIR, default data/).
 MLFLOW_DATA := $(abspath $(or $(SCALPING_DATA_DIR),data))
 
-.PHONY: demo test lint bench dev mlflow serve symbols clean
+.PHONY: demo test lint bench dev mlflow monitor serve symbols clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,7 @@ bench: $(BIN)/.installed  ## benchmark tables
 	$(BIN)/python benchmarks/bench_backtest.py
 	$(BIN)/python benchmarks/bench_baseline.py
 	$(BIN)/python benchmarks/bench_gate.py
+	$(BIN)/python benchmarks/bench_drift.py
 	$(BIN)/python benchmarks/bench_serving.py
 
 dev: $(BIN)/.installed  ## Dagster UI on http://127.0.0.1:3000
@@ -42,6 +43,10 @@ mlflow: $(BIN)/.installed  ## MLflow UI on http://127.0.0.1:5000 (MLFLOW_UI_URL'
 	mkdir -p $(MLFLOW_DATA)
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow ui --backend-store-uri sqlite:///$(MLFLOW_DATA)/mlflow.db \
 		--default-artifact-root $(MLFLOW_DATA)/mlartifacts --host 127.0.0.1 --port 5000
+
+monitor: $(BIN)/.installed  ## Evidently UI on http://127.0.0.1:8000: drift history per registered model (drift_report's workspace)
+	mkdir -p $(MLFLOW_DATA)/monitoring/evidently
+	$(BIN)/evidently ui --workspace $(MLFLOW_DATA)/monitoring/evidently --host 127.0.0.1 --port 8000
 
 serve: $(BIN)/.installed  ## the registry's champion over HTTP on http://127.0.0.1:3100 (after make demo)
 	$(BIN)/bentoml serve serving.service:Scalping --port 3100

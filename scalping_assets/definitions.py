@@ -6,6 +6,7 @@ import dagster as dg
 
 from scalping_assets.assets.backtest import EVALUATION_ASSETS
 from scalping_assets.assets.config import checked_in_process_executor
+from scalping_assets.assets.drift import DRIFT_ASSETS
 from scalping_assets.assets.features import (
     dataset_class_balance,
     dataset_finite,
@@ -15,8 +16,10 @@ from scalping_assets.assets.features import (
     training_dataset,
 )
 from scalping_assets.assets.models import MODEL_ASSETS, model_comparison
+from scalping_assets.assets.monitoring import MONITORING_ASSETS, MONITORING_CHECKS
 from scalping_assets.assets.serving import SERVING_ASSETS
 from scalping_assets.assets.ticks import ticks
+from scalping_assets.automation import MONITORING_JOBS, MONITORING_SCHEDULES, MONITORING_SENSORS
 from scalping_assets.checks import tick_checks
 from scalping_assets.collected import collected_days_sensor
 from scalping_assets.resources import (
@@ -62,6 +65,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "report_store": FolderResource(root=folder("reports")),
         "bundle_store": FolderResource(root=folder("bundles")),
         "records": RecordIOManager(root=folder("records")),
+        "monitoring_store": FolderResource(root=folder("monitoring")),
         "mlflow_store": MLflowResource(
             tracking_uri=_from(settings, "tracking_uri", settings.mlflow_uri()),
             artifact_root=folder("mlartifacts"),
@@ -76,14 +80,31 @@ def asset_configs(assets: list[dg.AssetsDefinition]) -> dict[str, type[dg.Config
     return {name: h["config"] for name, h in hints.items() if isinstance(h.get("config"), type)}
 
 
-ASSETS = [ticks, features, training_dataset, *MODEL_ASSETS, model_comparison, *EVALUATION_ASSETS, *SERVING_ASSETS]
+ASSETS = [
+    ticks,
+    features,
+    training_dataset,
+    *MODEL_ASSETS,
+    model_comparison,
+    *EVALUATION_ASSETS,
+    *SERVING_ASSETS,
+    *MONITORING_ASSETS,
+    *DRIFT_ASSETS,
+]
 
 defs = dg.Definitions(
     assets=ASSETS,
-    asset_checks=[tick_checks, features_defined_after_warmup, dataset_finite, dataset_splits_disjoint, dataset_class_balance],
-    jobs=[ticks_job, features_job, daily_job, dataset_job, models_job, evaluation_job, serving_job],
-    schedules=[daily_ticks_schedule],
-    sensors=[champion_promoted_sensor, collected_days_sensor],
+    asset_checks=[
+        tick_checks,
+        features_defined_after_warmup,
+        dataset_finite,
+        dataset_splits_disjoint,
+        dataset_class_balance,
+        *MONITORING_CHECKS,
+    ],
+    jobs=[ticks_job, features_job, daily_job, dataset_job, models_job, evaluation_job, serving_job, *MONITORING_JOBS],
+    schedules=[daily_ticks_schedule, *MONITORING_SCHEDULES],
+    sensors=[champion_promoted_sensor, collected_days_sensor, *MONITORING_SENSORS],
     resources=build_resources(Settings()),
     # Training uses every core already; steps running side by side would only fight over them.
     # A run whose config breaks a constraint is refused before its first step.

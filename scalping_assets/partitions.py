@@ -33,6 +33,10 @@ SYMBOLS: dg.StaticPartitionsDefinition = TICK_PARTITIONS.get_partitions_def_for_
 # always read with its own dataset.
 DATASETS = dg.DynamicPartitionsDefinition(name="dataset")
 
+# A served model version, "<registered model>@<version>": `prediction_log` adds each version the
+# service answered with on a day, and live performance is judged per (day, served version).
+SERVED = dg.DynamicPartitionsDefinition(name="served")
+
 
 def tick_partition(day: str, symbol: str) -> dg.MultiPartitionKey:
     return dg.MultiPartitionKey({"date": day, "symbol": symbol})

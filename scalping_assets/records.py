@@ -112,6 +112,75 @@ class ExportRecord(BaseModel):
     exports: dict[str, dict]  # "<alias> v<version>" -> parity, INT8 and latency figures
 
 
+class PredictionLogRecord(BaseModel):
+    """One UTC day of the service's prediction log, consolidated by `prediction_log` into one Parquet
+    file (`monitoring.predlog`): every line read is either kept or rejected with its reason."""
+
+    day: date
+    path: str  # the day's Parquet file (written even when the day has no line: zero rows)
+    folder: str = ""  # the service's log folder read
+    files: list[str]  # the JSON-lines files read, in order
+    read: int  # lines read
+    kept: int  # rows in the Parquet file
+    rejected: dict[str, int] = Field(default_factory=dict)  # reason -> lines
+    first_rejected: dict[str, str] = Field(default_factory=dict)  # reason -> "<file>:<line>: <detail>" of its first line
+    models: list[str] = Field(default_factory=list)  # "<registered model>@<version>" that answered that day
+
+
+class LivePerformanceRecord(BaseModel):
+    """One day of one served model version, its logged predictions resolved against the ticks that
+    followed them and traded by the backtest engine, beside its backtest (`monitoring.live`)."""
+
+    day: date
+    registered_model: str
+    version: str
+    predictions: int  # logged that day
+    resolved: int  # with a label (enough ticks after them)
+    figures: Summary  # accuracy, win rate and its interval, expectancy, trades, latency p50/p99, ...
+    backtest: Summary  # the same figures from the version's backtest
+    backtest_scope: str = ""  # the symbols its figures cover
+    degradation_p_value: float | None  # two-sided test of the live win rate against the backtest's
+    degraded: bool
+    symbols: list[str] = Field(default_factory=list)  # the symbols it answered for that day
+    per_symbol: dict[str, Summary] = Field(default_factory=dict)  # live trades' figures by symbol
+    backtest_per_symbol: dict[str, Summary] = Field(default_factory=dict)  # the backtest's by symbol
+    test: str = ""  # the degradation test, named
+    alpha: float = 0.05
+    compared_symbols: list[str] = Field(default_factory=list)  # with trades on both sides: the test's strata
+    training_run_id: str = ""
+    backtest_run_id: str = ""
+    execution: dict = Field(default_factory=dict)  # the backtest's execution config, the live trades'
+
+
+class DriftRecord(BaseModel):
+    """One day's logged feature rows and predictions against the served model's training span (`monitoring.drift`).
+
+    `drift_report` writes one per UTC day: that of the version with the most logged predictions, every
+    other version logged that day in `others`, those with too few predictions to judge in `skipped`."""
+
+    day: date
+    registered_model: str
+    version: str
+    method: str  # the per-feature drift test, pinned
+    threshold: float
+    reference_rows: int
+    current_rows: int
+    scores: dict[str, float]  # feature -> the method's score
+    drifted: list[str]  # features over the threshold
+    drift_share: float
+    prediction_drift: Summary  # class distribution: live vs reference, and the test's score
+    html: str  # the Evidently report
+    prediction_method: str = ""  # the class-distribution distance, pinned
+    run_id: str = ""  # the version's training run, which holds the report as drift/<day>.html
+    report_url: str | None = None  # the report in the MLflow UI
+    excluded: list[str] = Field(default_factory=list)  # features logged but not judged (calendar)
+    symbols: dict[str, int] = Field(default_factory=dict)  # symbol -> logged predictions judged
+    live: Summary = Field(default_factory=dict)  # figures carried into the snapshot: accuracy, latency
+    snapshot_id: str | None = None  # in the Evidently workspace's project of the registered model
+    others: list[DriftRecord] = Field(default_factory=list)  # the day's other served versions
+    skipped: dict[str, str] = Field(default_factory=dict)  # "<model>@<version>" -> why it was not judged
+
+
 RECORD_TYPES: dict[str, type[BaseModel]] = {
     cls.__name__: cls
     for cls in (
@@ -120,6 +189,9 @@ RECORD_TYPES: dict[str, type[BaseModel]] = {
         BacktestRecord,
         GateRecord,
         ExportRecord,
+        PredictionLogRecord,
+        LivePerformanceRecord,
+        DriftRecord,
     )
 }
 R = TypeVar("R", bound=BaseModel)

@@ -80,7 +80,21 @@ class Settings(BaseSettings):
     prediction_log: Path | None = Field(default=None, validation_alias=_env("SCALPING_PREDICTION_LOG"))
     bundle_cache: Path | None = Field(default=None, validation_alias=_env("SCALPING_BUNDLE_CACHE"))
     workers: int = Field(default=2, ge=1, validation_alias=_env("SCALPING_WORKERS"))
+    # A new champion is served without anyone calling /reload: the service looks at the aliases this often.
+    follow_interval_s: float = Field(
+        default=30.0, ge=0, validation_alias=_env("SCALPING_FOLLOW_INTERVAL"), description="0: only POST /reload"
+    )
     access_log: bool = Field(default=False, validation_alias=_env("SCALPING_ACCESS_LOG"))
+    # Monitoring. A Slack incoming-webhook URL carries its own credential in its path: a secret. Not
+    # validated here: pydantic's error would quote the value; `alerts.send` refuses a non-http(s) one.
+    alert_webhook_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("SCALPING_ALERT_WEBHOOK_URL"),
+        description="Slack-compatible incoming webhook for alerts; empty: alert_sensor skips",
+    )
+    retrain_days: int = Field(
+        default=7, ge=1, validation_alias=_env("SCALPING_RETRAIN_DAYS"), description="collected days a retrain trains on"
+    )
 
     @field_validator("symbols", mode="before")
     @classmethod

@@ -38,6 +38,9 @@ def test_definitions_hold_every_asset_check_job_and_schedule():
         "backtest_report",
         "champion",
         "onnx_model",
+        "prediction_log",
+        "live_performance",
+        "drift_report",
     }
     assert defs.resolve_job_def("serving_job").asset_layer.executable_asset_keys == {dg.AssetKey("onnx_model")}
     assert set(defs.resolve_job_def("evaluation_job").asset_layer.executable_asset_keys) >= {
@@ -56,6 +59,17 @@ def test_definitions_hold_every_asset_check_job_and_schedule():
         assert defs.resolve_job_def(job).partitions_def == TICK_PARTITIONS
     for job in ("dataset_job", "models_job", "evaluation_job", "serving_job"):
         assert defs.resolve_job_def(job).partitions_def == DATASETS, f"{job} runs one dataset at a time"
+    monitoring = {
+        key.name for key in check_keys if key.asset_key.path[0] in ("prediction_log", "live_performance", "drift_report")
+    }
+    assert monitoring == {
+        "prediction_log_complete",
+        "no_significant_degradation",
+        "latency_p99_within_target",
+        "drift_share_within_threshold",
+    }
+    sensors = {s.name for s in defs.sensors}
+    assert sensors >= {"collected_days_sensor", "alert_sensor", "retrain_sensor", "live_performance_sensor"}
     schedule = defs.resolve_schedule_def("daily_ticks_schedule")
     assert schedule.cron_schedule == "15 0 * * *" and schedule.execution_timezone == "UTC"
     assert set(defs.resolve_all_job_defs()[0].resource_defs) >= {"tick_store", "simulator"}

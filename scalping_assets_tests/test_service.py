@@ -3,6 +3,7 @@ sticky A/B routing, the prediction log, champion switch with reload and rollback
 over its OpenAPI spec."""
 
 import json
+import time
 from collections import Counter
 
 import httpx
@@ -34,6 +35,7 @@ def server(served_models, tmp_path_factory):
         "SCALPING_API_KEY": API_KEY,
         "SCALPING_CHALLENGER_SHARE": str(SHARE),
         "SCALPING_WORKERS": "2",  # a reload must reach both
+        "SCALPING_FOLLOW_INTERVAL": "0",  # these tests move the aliases and reload themselves
         "SCALPING_PREDICTION_LOG": str(folder / "predictions"),
         "SCALPING_BUNDLE_CACHE": str(folder / "cache"),
     }
@@ -91,7 +93,11 @@ def test_every_endpoint_serves_the_champion_and_agrees_with_the_bundle(served_mo
     assert body["version"] == versions["xgboost"] and body["variant"] == "champion" and body["symbols"] == [SYMBOL]
     assert body["epoch"] == ticks["epochs"][-1]
     window = champion.features_from_ticks(SYMBOL, ticks["epochs"], ticks["quotes"])
-    expected = champion.predict(window[None])[0]
+    expected = champion.predict(window[None], SYMBOL)[0]
+    # Served: the graph's output calibrated by the candidate's own calibration, as its backtested predictions were.
+    assert champion.calibration == served_models.candidates["xgboost"].calibration
+    graph = champion.graphs(champion.scale(window[None].astype(np.float32)))
+    np.testing.assert_array_equal(expected, served_models.candidates["xgboost"].calibration.apply(graph, SYMBOL)[0])
     np.testing.assert_allclose([body["probabilities"][c] for c in ("down", "neutral", "up")], expected, atol=1e-6)
     assert body["prediction"] == ("down", "neutral", "up")[int(expected.argmax())]
 
@@ -103,7 +109,7 @@ def test_every_endpoint_serves_the_champion_and_agrees_with_the_bundle(served_mo
     windows = [{"symbol": SYMBOL, "features": _feature_window(served_models, row), "client_id": client_id} for row in range(40)]
     batch = client.post("/predict/batch", json={"windows": windows})
     assert batch.status_code == 200, batch.text
-    singles = champion.predict(np.array([w["features"] for w in windows]))
+    singles = champion.predict(np.array([w["features"] for w in windows]), SYMBOL)
     np.testing.assert_allclose([list(p["probabilities"].values()) for p in batch.json()], singles, atol=1e-6)
 
     # The stream: warm-up answers, then one prediction per tick, the last one equal to the HTTP answer.
@@ -324,3 +330,37 @@ def test_without_a_key_and_without_a_champion_until_one_is_registered(served_mod
         assert httpx.get(f"{url}/readyz").status_code == 200
         response = httpx.post(f"{url}/predict/features", json={"symbol": SYMBOL, "features": window})
         assert response.status_code == 200 and response.json()["registered_model"] == name
+
+
+def test_the_service_follows_the_registry_without_a_reload(served_models, tmp_path):
+    """A promotion (the champion alias moved) is served within the follow interval by every worker,
+    with no POST /reload, and the server's log says what it switched to."""
+    name = "scalping-follow-test"
+    tracker, candidates = served_models.tracker, served_models.candidates
+    served_models.export("ensemble")  # its run holds a bundle (the xgboost's is exported by the fixture)
+    first = tracker.register(candidates["xgboost"].model_uri, name, {})
+    second = tracker.register(candidates["ensemble"].model_uri, name, {})
+    tracker.set_alias(name, CHAMPION, first)
+    env = {
+        "MLFLOW_TRACKING_URI": tracker.tracking_uri,
+        "SCALPING_MODEL": name,
+        "SCALPING_API_KEY": "",
+        "SCALPING_WORKERS": "2",
+        "SCALPING_FOLLOW_INTERVAL": "1",
+        "SCALPING_PREDICTION_LOG": str(tmp_path / "predictions"),
+        "SCALPING_BUNDLE_CACHE": str(tmp_path / "cache"),
+    }
+    body = {"symbol": SYMBOL, "features": _feature_window(served_models)}
+    with bentoml_server(env, tmp_path / "server.log") as url:
+
+        def versions() -> set[str]:
+            return {httpx.post(f"{url}/predict/features", json=body).json()["version"] for _ in range(8)}
+
+        assert versions() == {first}
+        tracker.set_alias(name, CHAMPION, second)  # what the gate does on a promotion
+        deadline = time.monotonic() + 60
+        while versions() != {second} and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert versions() == {second}, "every worker serves the new champion"
+    logged = (tmp_path / "server.log").read_text()
+    assert "followed the registry" in logged and f"{name} {{'champion': '{first}'}} -> {{'champion': '{second}'}}" in logged

@@ -2,14 +2,19 @@
 step across the service's workers, and the route of a client to one of them.
 
 A reload resolves the aliases again; the worker that took it writes the versions it resolved to a
-marker file in the bundle cache, and every other worker loads exactly those on its next request.
+marker file in the bundle cache, and every other worker loads exactly those on its next request. Each
+worker also follows the registry on its own (`follow_registry`): when the gate moves an alias, the
+service reloads within `SCALPING_FOLLOW_INTERVAL` seconds and logs what it switched to, and while the
+registry cannot be reached it keeps serving what it has.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
+from datetime import UTC, datetime
 from typing import NamedTuple
 
 from pydantic import BaseModel
@@ -21,6 +26,8 @@ from .bundle import OnnxPredictor
 from .metrics import MODEL_INFO
 from .registry import BundleRegistry
 from .schemas import Expected, expect
+
+log = logging.getLogger("bentoml.scalping")  # BentoML's handlers print it with the server's own lines
 
 
 class Pinned(BaseModel):
@@ -65,7 +72,8 @@ class ModelSet:
         self._marker = self.registry.cache / "reload.marker"
         # A marker left by an earlier server names versions resolved then: start from the registry instead.
         self._marker_seen = self._marker_time()
-        self._load(self._resolve())
+        self.pinned = self._resolve()
+        self._load(self.pinned)
 
     @property
     def ready(self) -> bool:
@@ -85,7 +93,7 @@ class ModelSet:
     def reload(self) -> ReloadResult:
         """Resolve the aliases again and load whatever changed; the other workers follow."""
         with self._lock:
-            pinned = self._resolve()
+            pinned = self.pinned = self._resolve()
             result = self._load(pinned)
             self._marker.parent.mkdir(parents=True, exist_ok=True)
             staged = self._marker.with_suffix(f".{os.getpid()}")
@@ -100,7 +108,28 @@ class ModelSet:
         if seen != self._marker_seen:
             with self._lock:
                 self._marker_seen = seen
-                self._load(Pinned.model_validate_json(self._marker.read_text()))
+                self.pinned = Pinned.model_validate_json(self._marker.read_text())
+                self._load(self.pinned)
+
+    def follow_registry(self, interval_s: float, stop: threading.Event) -> None:
+        """Until `stop` is set: every `interval_s` seconds, resolve the aliases and reload when they
+        moved since the last resolution (a new champion, a rollback), logging what is served from when."""
+        while not stop.wait(interval_s):
+            try:
+                pinned = self._resolve()
+            except Exception as exc:  # the registry down or unreachable: what is loaded keeps serving
+                log.warning(f"registry unreachable ({type(exc).__name__}: {exc}); still serving {self.served()}")
+                continue
+            if (pinned.name, pinned.versions) == (self.pinned.name, self.pinned.versions):
+                continue
+            before = self.served()
+            result = self.reload()
+            at = datetime.now(UTC).isoformat(timespec="seconds")
+            log.info(f"followed the registry at {at}: {pinned.name} {before} -> {result.served}")
+
+    def served(self) -> dict[str, str]:
+        """alias -> the version served now."""
+        return {alias: m.version for alias, m in self.loaded.items()}
 
     def _marker_time(self) -> int:
         try:

@@ -4,14 +4,15 @@
     bentoml serve serving.service:Scalping
 
 Settings come from `scalping_assets.settings.Settings` (the environment); the model is found
-through MLflow's registry at start-up and again on POST /reload, so a newly promoted champion is
-served without a restart. The endpoints live here; `models` holds what is served, `predictions`
-how an answer is made, `middleware` the API key.
+through MLflow's registry at start-up, again every SCALPING_FOLLOW_INTERVAL seconds and on POST
+/reload, so a newly promoted champion is served without a restart. The endpoints live here;
+`models` holds what is served, `predictions` how an answer is made, `middleware` the API key.
 """
 
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from typing import Annotated
 
@@ -52,6 +53,14 @@ class Scalping:
     def __init__(self) -> None:
         self.models = ModelSet(SETTINGS)
         self.log = PredictionLog(SETTINGS.prediction_log_dir())
+        if SETTINGS.follow_interval_s > 0:  # a daemon thread: it ends with the worker
+            follow = threading.Thread(
+                target=self.models.follow_registry,
+                args=(SETTINGS.follow_interval_s, threading.Event()),
+                name="follow-registry",
+                daemon=True,
+            )
+            follow.start()
         # Requests allocate thousands of small objects (a tick window is 2,600 of them), which triggers
         # full collections over everything imported at start-up: tens of ms each. Exempt the latter.
         gc.freeze()
