@@ -6,7 +6,7 @@ export DAGSTER_HOME := $(CURDIR)
 # Where `make demo` and `make dev` keep MLflow's store and artifacts (SCALPING_DATA_DIR, default data/).
 MLFLOW_DATA := $(abspath $(or $(SCALPING_DATA_DIR),data))
 
-.PHONY: demo test lint bench dev mlflow monitor serve symbols clean
+.PHONY: demo live-demo test lint bench dev mlflow monitor serve symbols clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ $(BIN)/.installed: pyproject.toml
 
 demo: $(BIN)/.installed  ## simulated ticks for a few symbols and days, materialized and checked
 	$(BIN)/scalping demo
+
+live-demo: $(BIN)/.installed  ## the live loop in minutes: local feed, service, monitoring, an alert, a retrain served (data/live-demo)
+	$(BIN)/python -m scalping_assets.testing.live_demo --data-dir data/live-demo --fresh
 
 test: lint  ## lint, then the whole test suite
 	$(BIN)/pytest -q
@@ -34,6 +37,7 @@ bench: $(BIN)/.installed  ## benchmark tables
 	$(BIN)/python benchmarks/bench_gate.py
 	$(BIN)/python benchmarks/bench_drift.py
 	$(BIN)/python benchmarks/bench_serving.py
+	$(BIN)/python benchmarks/bench_live.py
 
 dev: $(BIN)/.installed  ## Dagster UI on http://127.0.0.1:3000
 	$(BIN)/dagster dev -w workspace.yaml

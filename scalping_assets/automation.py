@@ -383,7 +383,11 @@ live_job = dg.define_asset_job(
     job=monitoring_job, cron_schedule="30 0 * * *", execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED
 )
 def daily_monitoring_schedule(context: dg.ScheduleEvaluationContext):
-    """At 00:30 UTC: the day that just ended (the service's log files of that day are closed by then)."""
+    """At 00:30 UTC: the day that just ended (the service's log files of that day are closed by then).
+    With SCALPING_TICK_SOURCE=deriv, collected_days_sensor requests a day's monitoring once the
+    collector completed it instead."""
+    if Settings().tick_source == "deriv":
+        return dg.SkipReason("SCALPING_TICK_SOURCE is deriv: collected_days_sensor runs each collected day's monitoring")
     day = context.scheduled_execution_time.astimezone(UTC).date() - timedelta(days=1)
     return dg.RunRequest(run_key=f"monitoring:{day}", partition_key=day.isoformat())
 

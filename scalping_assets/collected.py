@@ -5,7 +5,9 @@ The collector stores only ticks up to the epoch through which it holds every tic
 requests `daily_job` (ticks, then features) for each such day not requested before, with the `ticks`
 source `collected`: the asset reads the stored day (the checks flag a gap in it) and backfills a day
 the collector never stored from Deriv's history. Days before the collector's first stored day are
-not its to report: a partition backfill in the UI fills them from history.
+not its to report: a partition backfill in the UI fills them from history. Then, for each such day the
+service logged predictions of, the day's `monitoring_job`: its predictions are judged once its ticks
+are in (with the simulator, `daily_monitoring_schedule` does it by the clock).
 
 It runs only when the deployment's tick source is Deriv (`SCALPING_TICK_SOURCE=deriv`); with the
 simulator, `daily_ticks_schedule` makes the days.
@@ -18,12 +20,15 @@ from datetime import date, timedelta
 
 import dagster as dg
 
+from scalping_assets.automation import monitoring_job
 from scalping_assets.market.store import TickStore, epoch_day
+from scalping_assets.monitoring.predlog import day_files
 from scalping_assets.partitions import DAILY, SYMBOLS, tick_partition
 from scalping_assets.resources import TickStoreResource
 from scalping_assets.schedules import daily_job
 from scalping_assets.settings import Settings
 
+MONITORING_CURSOR = "monitoring"  # the cursor's entry for the last day whose monitoring was requested
 MAX_DAYS_PER_SYMBOL = 31  # requests per symbol and evaluation: a long outage is caught up over a few ticks
 
 
@@ -43,26 +48,39 @@ def completed_days(store: TickStore, symbol: str, after: date | None, first: dat
     return days
 
 
-@dg.sensor(job=daily_job, minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED)
+@dg.sensor(jobs=[daily_job, monitoring_job], minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED)
 def collected_days_sensor(context: dg.SensorEvaluationContext, tick_store: TickStoreResource):
-    """Ticks and features of every day the collector completed, once each (the cursor holds the last
-    day requested per symbol; the run key makes a repeat a no-op)."""
+    """Ticks and features of every day the collector completed, once each, then the day's monitoring
+    (prediction log, drift; live performance follows it): the cursor holds the last day requested per
+    symbol and for monitoring, the run keys make a repeat a no-op."""
     if Settings().tick_source != "deriv":
         return dg.SkipReason("SCALPING_TICK_SOURCE is simulator: daily_ticks_schedule makes the days")
     cursor: dict[str, str] = json.loads(context.cursor) if context.cursor else {}
     store, first = tick_store.store(), DAILY.start.date()
-    requests = []
+    requests, completed = [], set()
     for symbol in SYMBOLS.get_partition_keys():
         after = date.fromisoformat(cursor[symbol]) if symbol in cursor else None
         for day in completed_days(store, symbol, after, first):
             requests.append(
                 dg.RunRequest(
                     run_key=f"collected:{day}:{symbol}",
+                    job_name=daily_job.name,
                     partition_key=tick_partition(day.isoformat(), symbol),
                     run_config={"ops": {"ticks": {"config": {"source": "collected"}}}},
                 )
             )
             cursor[symbol] = day.isoformat()
+            completed.add(day)
+    # A day's predictions are judged once its ticks are in: after the day's daily_job runs, by request
+    # order. A day the service logged nothing for (it was not running, or nobody asked) has nothing to judge.
+    monitored = date.fromisoformat(cursor[MONITORING_CURSOR]) if MONITORING_CURSOR in cursor else None
+    log = Settings().prediction_log_dir()
+    for day in sorted(d for d in completed if monitored is None or d > monitored):
+        if day_files(log, day):
+            requests.append(
+                dg.RunRequest(run_key=f"monitoring:{day}", job_name=monitoring_job.name, partition_key=day.isoformat())
+            )
+        cursor[MONITORING_CURSOR] = day.isoformat()
     if not requests:
         return dg.SensorResult(skip_reason=f"no newly completed day in {store.root}", cursor=json.dumps(cursor, sort_keys=True))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))

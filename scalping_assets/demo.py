@@ -61,7 +61,7 @@ def code_location_env(settings: Settings) -> dict[str, str]:
     return {"SCALPING_DATA_DIR": str(settings.data_dir), "SCALPING_SEED": str(settings.seed)}
 
 
-def _instance() -> dg.DagsterInstance:
+def dagster_instance() -> dg.DagsterInstance:
     if os.environ.get("DAGSTER_HOME"):
         return dg.DagsterInstance.get()
     print("DAGSTER_HOME is not set: runs go to a temporary instance, gone when the demo ends (`make demo` sets it).")
@@ -133,11 +133,11 @@ class Pipeline:
         if not self.instance.has_dynamic_partition(DATASETS.name, self.dataset):
             self.instance.add_dynamic_partitions(DATASETS.name, [self.dataset])
 
-    def run_days(self, job: str, keys: list[tuple[date, str]]) -> dict:
+    def run_days(self, job: str, keys: list[tuple[date, str]], ops: dict | None = None) -> dict:
         """`job` once per (day, symbol): {key: (success, "passed/checks", failed check names)}."""
         outcomes = {}
         for i, (day, symbol) in enumerate(keys, start=1):
-            result = self._run(job, tick_partition(day.isoformat(), symbol), {})
+            result = self.execute(job, tick_partition(day.isoformat(), symbol), ops or {})
             failed = [c.check_name for c in result.checks if not c.passed]
             self.failures += len(failed)
             outcomes[(day, symbol)] = (result.success, f"{len(result.checks) - len(failed)}/{len(result.checks)}", failed)
@@ -148,26 +148,26 @@ class Pipeline:
     def run(self, job: str, ops: dict | None = None, announce: str = "") -> Outcome:
         if announce:
             print(f"[{job}] {announce}", flush=True)
-        result = self._run(job, self.dataset, ops or {})
+        result = self.execute(job, self.dataset, ops or {})
         if not result.success:
             print(f"[{job}] FAILED (run {result.run_id})", flush=True)
             result.report()
         return result
 
-    def _run(self, job: str, partition: str, ops: dict) -> Outcome:
+    def execute(self, job: str, partition: str, ops: dict, tags: dict | None = None) -> Outcome:
         """One run of the code location's `job` for `partition`: created as `dagster job launch` creates
-        it, with the partition's tags as the UI's launchpad sets them, then executed here."""
+        it, with the partition's tags as the UI's launchpad sets them (and `tags`), then executed here."""
         repo = self.repository
-        tags = self.location.get_partition_tags_from_repo(repo.handle, job, str(partition), self.instance)
-        if not hasattr(tags, "tags"):  # PartitionExecutionErrorSnap
-            raise RuntimeError(f"{job}, partition {partition}: {_error_line(tags.error)}")
+        partition_tags = self.location.get_partition_tags_from_repo(repo.handle, job, str(partition), self.instance)
+        if not hasattr(partition_tags, "tags"):  # PartitionExecutionErrorSnap
+            raise RuntimeError(f"{job}, partition {partition}: {_error_line(partition_tags.error)}")
         run = _create_run(
             instance=self.instance,
             code_location=self.location,
             remote_repo=repo,
             remote_job=repo.get_full_job(job),
             run_config={**QUIET_LOGS, "ops": ops},
-            tags=dict(tags.tags),
+            tags={**partition_tags.tags, **(tags or {})},
             op_selection=None,
             run_id=None,
         )
@@ -191,7 +191,7 @@ def run_demo(options: DemoOptions) -> int:
             f"the code location was loaded before the demo set SCALPING_DATA_DIR: it writes under "
             f"{defs.resources['tick_store'].root}, the demo reads {resources['tick_store'].root}"
         )
-    instance = _instance()
+    instance = dagster_instance()
     with code_location(instance) as location:
         return _run_stages(options, Pipeline(options.dataset, resources, instance, location))
 

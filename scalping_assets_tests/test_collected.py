@@ -3,6 +3,7 @@ run of its (day, symbol) partition, once; the `ticks` asset reads the stored day
 a day the collector never stored from Deriv's history (the local Deriv server here)."""
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import numpy as np
@@ -39,8 +40,16 @@ def _evaluate(data, cursor=None):
 
 
 @pytest.fixture
-def deriv_source(monkeypatch):
+def deriv_source(monkeypatch, tmp_path):
     monkeypatch.setenv("SCALPING_TICK_SOURCE", "deriv")
+    monkeypatch.setenv("SCALPING_DATA_DIR", str(tmp_path))  # where the service's prediction log is
+
+
+def _served(data: Path, day: date) -> None:
+    """The service answered for `day`: a log file of it (one process's)."""
+    folder = Settings(data_dir=data).prediction_log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"predictions-{day}-1.jsonl").write_text("{}\n")
 
 
 def test_each_completed_day_is_requested_once(tmp_path, deriv_source):
@@ -48,17 +57,27 @@ def test_each_completed_day_is_requested_once(tmp_path, deriv_source):
     _store_day(store, DAY[0])
     _store_day(store, DAY[2])  # DAY[1]: the collector was down all day
     _store_day(store, DAY[3], seconds=600)  # being collected now
+    for day in (DAY[0], DAY[2], DAY[3]):  # DAY[1]: nobody asked the service either
+        _served(tmp_path, day)
     result = _evaluate(tmp_path)
-    requested = [r.partition_key for r in result.run_requests]
-    assert requested == [tick_partition(d.isoformat(), SYMBOL) for d in DAY[:3]]
-    assert {r.run_key for r in result.run_requests} == {f"collected:{d}:{SYMBOL}" for d in DAY[:3]}
-    assert all(r.run_config["ops"]["ticks"]["config"]["source"] == "collected" for r in result.run_requests)
+    daily = [r for r in result.run_requests if r.job_name == "daily_job"]
+    assert [r.partition_key for r in daily] == [tick_partition(d.isoformat(), SYMBOL) for d in DAY[:3]]
+    assert {r.run_key for r in daily} == {f"collected:{d}:{SYMBOL}" for d in DAY[:3]}
+    assert all(r.run_config["ops"]["ticks"]["config"]["source"] == "collected" for r in daily)
+    # Then the monitoring of each completed day the service answered for, after every day's ticks.
+    monitoring = result.run_requests[len(daily) :]
+    assert [(r.job_name, r.partition_key, r.run_key) for r in monitoring] == [
+        ("monitoring_job", str(d), f"monitoring:{d}") for d in (DAY[0], DAY[2])
+    ]
 
     again = _evaluate(tmp_path, result.cursor)
     assert not again.run_requests and "no newly completed day" in again.skip_reason.skip_message
     _store_day(store, DAY[4], seconds=60)  # the collector moved into the next day: DAY[3] is complete
     later = _evaluate(tmp_path, again.cursor)
-    assert [r.partition_key for r in later.run_requests] == [tick_partition(DAY[3].isoformat(), SYMBOL)]
+    assert [(r.job_name, r.partition_key) for r in later.run_requests] == [
+        ("daily_job", tick_partition(DAY[3].isoformat(), SYMBOL)),
+        ("monitoring_job", str(DAY[3])),
+    ]
 
 
 def test_the_sensor_leaves_a_simulated_deployment_to_the_schedule(tmp_path, monkeypatch):

@@ -2,6 +2,8 @@
 
 import asyncio
 import json
+import time
+from datetime import date
 
 import numpy as np
 import pytest
@@ -9,8 +11,9 @@ from websockets.asyncio.client import connect
 
 from scalping_assets.market.deriv_client import DerivAPIError, DerivClient, RateLimiter, deriv_url
 from scalping_assets.market.deriv_schema import CALLS, SchemaViolation, response_violations, validate_request
+from scalping_assets.market.simulator import day_start_epoch
 from scalping_assets.testing.fake_deriv import FakeDerivServer, Faults, ServerThread
-from scalping_assets.testing.tick_source import SimulatedTicks
+from scalping_assets.testing.tick_source import SimulatedTicks, VolatilityChange
 
 START = 1_767_312_000  # 2026-01-02 00:00 UTC: a day and a half of history behind it
 
@@ -291,3 +294,38 @@ def test_a_drop_on_demand_closes_the_connection_abnormally():
 
         assert run(session()) == 1
         assert thread.server.drops == 1
+
+
+def test_a_volatility_change_scales_the_moves_from_its_time_on_without_a_jump():
+    at = day_start_epoch(date(2026, 1, 4))
+    plain = SimulatedTicks(7)
+    changed = SimulatedTicks(7, changes=(VolatilityChange.parse("SIG_AR1=1.2@2026-01-04"),))
+    for lo, hi in ((at - 7_200, at + 7_200), (at + 86_400, at + 90_000)):  # across the change, and a later day
+        e0, q0 = plain.between("SIG_AR1", lo, hi)
+        e1, q1 = changed.between("SIG_AR1", lo, hi)
+        assert np.array_equal(e0, e1)
+        before = e0 < at
+        assert np.array_equal(q0[before], q1[before]), "nothing changes before the change"
+        r0, r1 = np.diff(np.log(q0[~before])), np.diff(np.log(q1[~before]))
+        assert np.std(r1) / np.std(r0) == pytest.approx(1.2, rel=0.02)
+        assert np.corrcoef(r0, r1)[0, 1] > 0.99, "the same path, its planted signal kept"
+    assert changed.between("SIG_AR1", at, at)[1][0] == plain.between("SIG_AR1", at, at)[1][0], "no jump: it moves from there"
+    for text in ("SIG_AR1=1.2", "SIG_AR1@2026-01-04", "=1.2@2026-01-04"):
+        with pytest.raises(ValueError, match="SYMBOL=FACTOR@TIME"):
+            VolatilityChange.parse(text)
+    with pytest.raises(ValueError, match="must be positive"):
+        VolatilityChange("SIG_AR1", at, 0.0)
+
+
+def test_a_held_clock_starts_at_the_first_subscription():
+    server = FakeDerivServer(start=1_767_225_600, time_scale=1_000, hold=True)
+    time.sleep(0.05)
+    assert server.clock.now() == 1_767_225_600, "history before the start can be read while it waits"
+    with ServerThread(server) as thread:
+
+        async def subscribe() -> dict:
+            async with DerivClient(thread.url) as client:
+                return await client.subscribe_ticks("R_100")
+
+        first = asyncio.run(subscribe())
+    assert first["tick"]["epoch"] >= 1_767_225_600 and server.clock.now() > 1_767_225_600

@@ -35,7 +35,8 @@ def materialized(tmp_path_factory):
                     )
                     assert result.success
                     assert all(c.passed for c in result.get_asset_check_evaluations()), (job, day, symbol)
-        instance.add_dynamic_partitions("dataset", ["two"])
+        # A second dataset partition: a check of one dataset reads that dataset only, not every one.
+        instance.add_dynamic_partitions("dataset", ["one", "two"])
         dataset = defs.resolve_job_def("dataset_job").execute_in_process(
             instance=instance,
             resources=resources,

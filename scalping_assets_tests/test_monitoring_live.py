@@ -119,7 +119,7 @@ def test_consolidation_accounts_for_every_line(tmp_path):
             json.dumps({k: v for k, v in json.loads(service_line()).items() if k != "symbol"}),
             service_line(latency_ms="fast"),
             service_line(probabilities={"down": 0.5, "neutral": 0.5, "up": 0.5}),
-            service_line(timestamp=stamp(DAY + timedelta(days=1), 0)),
+            service_line(timestamp=stamp(DAY + timedelta(days=1), 0), epoch=day_start_epoch(DAY + timedelta(days=1))),
             "",
             "[1, 2]",
             service_line(timestamp=stamp(DAY, 86_399.999999), epoch=None, endpoint="features", client=None),
@@ -132,6 +132,8 @@ def test_consolidation_accounts_for_every_line(tmp_path):
         b,
         [
             service_line(timestamp=stamp(DAY, 36_001), client="b1", version="2"),
+            # answered after midnight, for the day's last tick: the day's
+            service_line(timestamp=stamp(DAY + timedelta(days=1), 0.02), epoch=day_start_epoch(DAY) + 86_399, client="late"),
             service_line(timestamp=stamp(DAY, 32_400), client="b2"),
             service_line(timestamp="2026-01-03T10:00:00", client="naive"),
         ],
@@ -144,7 +146,7 @@ def test_consolidation_accounts_for_every_line(tmp_path):
     record = consolidate_day(folder, DAY, tmp_path / "out" / f"{DAY}.parquet")
 
     assert [Path(f).name for f in record.files] == [a, b], "the day's files of every process, no other"
-    assert record.read == 14 and record.kept == 5
+    assert record.read == 15 and record.kept == 6
     assert record.rejected == {
         "empty line": 1,
         "invalid field latency_ms": 1,
@@ -153,22 +155,23 @@ def test_consolidation_accounts_for_every_line(tmp_path):
         "malformed JSON": 1,
         "missing field symbol": 1,
         "not a JSON object": 1,
-        "timestamp not on 2026-01-03": 1,
+        "not on 2026-01-03": 1,
         "unterminated last line": 1,
     }
     assert record.read == record.kept + sum(record.rejected.values())
     assert record.first_rejected["malformed JSON"].startswith(f"{a}:2: Invalid JSON")
-    assert record.first_rejected["invalid field timestamp"].startswith(f"{b}:3: timestamp: Input should have timezone info")
+    assert record.first_rejected["invalid field timestamp"].startswith(f"{b}:4: timestamp: Input should have timezone info")
+    assert record.first_rejected["not on 2026-01-03"] == f"{a}:7: tick 2026-01-04T00:00:00+00:00"
     assert record.first_rejected["unterminated last line"].startswith(f"{a}:11")
     assert record.models == ["scalping-SIG_AR1-h10@1", "scalping-SIG_AR1-h10@2"]
 
     assert pq.read_schema(record.path).equals(PREDICTION_SCHEMA, check_metadata=True)
     frame = read_day(record.path)
     # By timestamp, then file name, then line: b2 at 09:00, then a3 and b1 in the same microsecond.
-    assert frame["client"].tolist() == ["b2", "a3", "b1", "a1", None]
-    assert list(zip(frame["source"], frame["line"], strict=True)) == [(b, 2), (a, 3), (b, 1), (a, 1), (a, 10)]
+    assert frame["client"].tolist() == ["b2", "a3", "b1", "a1", None, "late"]
+    assert list(zip(frame["source"], frame["line"], strict=True)) == [(b, 3), (a, 3), (b, 1), (a, 1), (a, 10), (b, 2)]
     assert str(frame["timestamp"].dt.tz) == "UTC" and frame["timestamp"].is_monotonic_increasing
-    assert frame["epoch"].dtype == "Int64" and frame["epoch"].isna().tolist() == [False] * 4 + [True]
+    assert frame["epoch"].dtype == "Int64" and frame["epoch"].isna().tolist() == [False] * 4 + [True, False]
     assert frame.loc[0, PROBABILITY_COLUMNS].tolist() == [0.2, 0.3, 0.5]
     assert list(frame.loc[0, "features"]) == [0.5, -1.25, 3.0]
     assert list(frame.columns) == PREDICTION_SCHEMA.names
@@ -198,6 +201,24 @@ def test_read_day_refuses_a_file_that_is_not_a_consolidated_log(tmp_path):
         read_day(other)
     with pytest.raises(PredictionLogError, match=f"{tmp_path / 'absent.parquet'}: not a readable"):
         read_day(tmp_path / "absent.parquet")
+
+
+def test_the_service_files_a_prediction_under_its_ticks_day(tmp_path, monkeypatch):
+    """The day of the tick predicted at, not of the clock: a replayed feed's predictions land on their
+    own days, an answer late past midnight on its tick's day; a feature window on the day it was made."""
+    log = service_log.PredictionLog(tmp_path)
+    now = day_start_epoch(DAY + timedelta(days=5)) + 0.02
+    monkeypatch.setattr(service_log, "time", SimpleNamespace(time=lambda: now))
+    line = {k: v for k, v in json.loads(service_line()).items() if k != "timestamp"}  # the log stamps it
+    log.write([line | {"epoch": day_start_epoch(DAY) + 86_399}, line | {"epoch": day_start_epoch(DAY) + 86_400}])
+    log.write([line | {"epoch": None, "endpoint": "features"}])
+    log.write([line | {"epoch": day_start_epoch(DAY) + 5}])
+    days = {p.name.split("-", 1)[1].rsplit("-", 1)[0]: len(p.read_text().splitlines()) for p in tmp_path.iterdir()}
+    assert days == {str(DAY): 2, str(DAY + timedelta(days=1)): 1, str(DAY + timedelta(days=5)): 1}
+    assert len(log._files) <= 2, "files of days no longer written are closed"
+    for day in (DAY, DAY + timedelta(days=1), DAY + timedelta(days=5)):
+        record = consolidate_day(tmp_path, day, tmp_path / "out" / f"{day}.parquet")
+        assert record.kept == record.read == days[str(day)]
 
 
 GARBAGE = st.sampled_from(["", "{", "null", '{"timestamp": 1}', service_line(latency_ms=-1.0), service_line(version=2)])
@@ -303,7 +324,7 @@ def test_logged_predictions_resolve_to_the_label_a_hand_computes(tmp_path, three
 def test_live_trades_are_the_engines_on_the_logged_ticks_and_close_after_midnight(tmp_path, three_days):
     start = day_start_epoch(DAY)
     ticks = pd.concat(three_days.values(), ignore_index=True)
-    epochs = list(range(start - 2, start + 86_400, 97)) + [start + 86_399]  # two ticks of the day before
+    epochs = list(range(start, start + 86_400, 97)) + [start + 86_399]
     predictions = _predictions(tmp_path, epochs, up=0.9)
     spec = DatasetSpec(symbols=[SYMBOL], start=DAY, end=DAY)
     config = ExecutionConfig(max_hold_ticks=10)
@@ -314,7 +335,7 @@ def test_live_trades_are_the_engines_on_the_logged_ticks_and_close_after_midnigh
     direct = run_backtest(path, proba, config).trades
     pd.testing.assert_frame_equal(trades, direct)
     assert unfinished == 0 and set(per_symbol) == {SYMBOL}
-    assert trades["signal_epoch"].iloc[0] == start - 2, "a tick of the day before, logged today, trades today"
+    assert trades["signal_epoch"].iloc[0] == start
     assert trades["signal_epoch"].iloc[-1] == start + 86_399 and trades["exit_epoch"].iloc[-1] >= start + 86_400
 
 

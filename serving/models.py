@@ -120,12 +120,24 @@ class ModelSet:
             except Exception as exc:  # the registry down or unreachable: what is loaded keeps serving
                 log.warning(f"registry unreachable ({type(exc).__name__}: {exc}); still serving {self.served()}")
                 continue
-            if (pinned.name, pinned.versions) == (self.pinned.name, self.pinned.versions):
+            if (pinned.name, pinned.versions) == (self.pinned.name, self.pinned.versions) and self._serves(pinned):
                 continue
+            # Aliases that moved, or a version pinned before its bundle was exported (the gate promotes,
+            # then the export runs): tried again every interval until it loads.
             before = self.served()
             result = self.reload()
-            at = datetime.now(UTC).isoformat(timespec="seconds")
-            log.info(f"followed the registry at {at}: {pinned.name} {before} -> {result.served}")
+            if result.changed:
+                at = datetime.now(UTC).isoformat(timespec="seconds")
+                log.info(f"followed the registry at {at}: {pinned.name} {before} -> {result.served}")
+
+    def _serves(self, pinned: Pinned) -> bool:
+        """Whether every pinned version is loaded (or, for a challenger, was refused as incompatible)."""
+        for alias, version in pinned.versions.items():
+            model = self.loaded.get(alias)
+            refused = alias == CHALLENGER and "not routed" in self.problems.get(CHALLENGER, "")
+            if not refused and (model is None or (model.registered_model, model.version) != (pinned.name, version)):
+                return False
+        return True
 
     def served(self) -> dict[str, str]:
         """alias -> the version served now."""

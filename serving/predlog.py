@@ -1,5 +1,11 @@
 """The prediction log: one JSON line per prediction, one file per UTC day and server process (workers
-never interleave their lines), read by drift monitoring."""
+never interleave their lines), read by monitoring.
+
+A prediction belongs to the day of the tick it was made at (its `epoch`), so a day's file holds what
+the day's ticks resolve, an answer late past midnight included; a prediction from a feature window,
+which names no tick, to the day it was made. On a live feed the two days agree but for such answers;
+on a replayed feed (the local Deriv server's faster clock) the tick's day is the only one that means
+anything."""
 
 from __future__ import annotations
 
@@ -24,26 +30,30 @@ class PredictionLog:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._day: str | None = None
-        self._file = None
+        self._files: dict[str, object] = {}  # day -> open file; at most two days are being written
 
     def path(self, day: str) -> Path:
         return self.folder / f"predictions-{day}-{os.getpid()}.jsonl"
 
     def write(self, records: list[dict]) -> None:
-        """Append records (each gets a UTC timestamp); the file is flushed per call."""
+        """Append records (each gets a UTC timestamp) to the files of their days; flushed per call."""
         now = time.time()
         stamp = datetime.fromtimestamp(now, UTC)
-        day = stamp.date().isoformat()
-        lines = "".join(json.dumps({"timestamp": stamp.isoformat(), **r}, separators=(",", ":")) + "\n" for r in records)
+        made = stamp.isoformat()
+        by_day: dict[str, list[str]] = {}
+        for r in records:
+            epoch = r.get("epoch")
+            day = (datetime.fromtimestamp(epoch, UTC) if epoch is not None else stamp).date().isoformat()
+            by_day.setdefault(day, []).append(json.dumps({"timestamp": made, **r}, separators=(",", ":")) + "\n")
         with self._lock:
-            if day != self._day:
-                if self._file is not None:
-                    self._file.close()
-                self._file = self.path(day).open("a", encoding="utf-8")
-                self._day = day
-            self._file.write(lines)
-            self._file.flush()
+            for day, lines in by_day.items():
+                if day not in self._files:
+                    for older in sorted(self._files)[: max(0, len(self._files) - 1)]:
+                        self._files.pop(older).close()
+                    self._files[day] = self.path(day).open("a", encoding="utf-8")
+                file = self._files[day]
+                file.write("".join(lines))
+                file.flush()
 
 
 def read_log(folder: str | Path) -> list[dict]:

@@ -256,7 +256,9 @@ def features_defined_after_warmup(
     )
 
 
-@dg.asset_check(asset=training_dataset, blocking=True, description="Every feature value finite, every label resolved")
+@dg.asset_check(
+    asset=training_dataset, partitions_def=DATASETS, blocking=True, description="Every feature value finite, every label resolved"
+)
 def dataset_finite(training_dataset: DatasetRecord) -> dg.AssetCheckResult:
     dataset = Dataset.load(training_dataset.path)
     values = dataset.frame[dataset.feature_names].to_numpy()
@@ -267,7 +269,12 @@ def dataset_finite(training_dataset: DatasetRecord) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(asset=training_dataset, blocking=True, description="Splits disjoint in time; no label window crosses a boundary")
+@dg.asset_check(
+    asset=training_dataset,
+    partitions_def=DATASETS,
+    blocking=True,
+    description="Splits disjoint in time; no label window crosses a boundary",
+)
 def dataset_splits_disjoint(training_dataset: DatasetRecord) -> dg.AssetCheckResult:
     dataset = Dataset.load(training_dataset.path)
     frame, (b1, b2) = dataset.frame, dataset.meta.boundaries
@@ -291,7 +298,12 @@ def dataset_splits_disjoint(training_dataset: DatasetRecord) -> dg.AssetCheckRes
     )
 
 
-@dg.asset_check(asset=training_dataset, blocking=False, description="Class balance per split (warns below 1 % for a class)")
+@dg.asset_check(
+    asset=training_dataset,
+    partitions_def=DATASETS,
+    blocking=False,
+    description="Class balance per split (warns below 1 % for a class)",
+)
 def dataset_class_balance(training_dataset: DatasetRecord) -> dg.AssetCheckResult:
     balance = Dataset.load(training_dataset.path).meta.class_balance
     rare = {split: [c for c, share in shares.items() if share < 0.01] for split, shares in balance.items()}

@@ -4,8 +4,9 @@ The service (`serving.predlog.PredictionLog`) appends one JSON line per predicti
 `predictions-<UTC day>-<pid>.jsonl`, a file per day and server process. `consolidate_day` reads every
 process's file of one day and writes its valid lines as one Parquet file (`PREDICTION_SCHEMA`), all or
 nothing (`write_atomic`). Every line read is accounted for: kept as a row, or rejected under a reason
-(`malformed JSON`, `missing field symbol`, `invalid field probabilities`, `timestamp not on
-2026-01-03`, ...), the first line of each reason named as `file:line` in the record.
+(`malformed JSON`, `missing field symbol`, `invalid field probabilities`, `not on 2026-01-03`:
+its tick, or when it names none its timestamp, is of another day, ...), the first line of each reason
+named as `file:line` in the record.
 
 Rows are ordered by timestamp, then file name, then line number, so consolidating a day again gives the
 same rows in the same order, and the same bytes (no wall-clock time or random name goes into the file).
@@ -16,7 +17,7 @@ newline is rejected as `unterminated last line` and kept on the next run, once c
 from __future__ import annotations
 
 import math
-from datetime import UTC, date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -27,7 +28,7 @@ import pyarrow.parquet as pq
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
 
 from ..features.labels import CLASSES, PROBABILITY_COLUMNS
-from ..market.store import write_parquet_atomic
+from ..market.store import epoch_day, write_parquet_atomic
 from ..records import PredictionLogRecord
 
 LOG_GLOB = "predictions-{day}-*.jsonl"  # serving.predlog.PredictionLog.path, one file per process
@@ -152,9 +153,13 @@ class _Rows:
             reason, detail = _reason(exc)
             self.reject(reason, source, line, detail)
             return
-        stamped = logged.timestamp.astimezone(UTC)
-        if stamped.date() != self.day:
-            self.reject(f"timestamp not on {self.day.isoformat()}", source, line, stamped.isoformat())
+        if logged.epoch is not None:  # the day of the tick predicted at (`serving.predlog`)
+            day, when = epoch_day(logged.epoch), f"tick {datetime.fromtimestamp(logged.epoch, UTC).isoformat()}"
+        else:
+            stamped = logged.timestamp.astimezone(UTC)
+            day, when = stamped.date(), f"made {stamped.isoformat()}"
+        if day != self.day:
+            self.reject(f"not on {self.day.isoformat()}", source, line, when)
             return
         self.kept.append((logged, source, line))
 

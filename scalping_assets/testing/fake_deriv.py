@@ -4,7 +4,8 @@
 
 It answers `ticks` (live streams), `ticks_history` (ticks and candles), `forget`, `forget_all`,
 `ping`, `time` and `active_symbols` with `echo_req`, `req_id` and `subscription` as the official
-schemas say. Its clock can run faster than real time, and it injects faults on demand: abrupt
+schemas say. Its clock can run faster than real time (and wait for the first subscription), a
+symbol's volatility can change at a chosen time, and it injects faults on demand: abrupt
 disconnects (close code 1006), stalled streams, repeated, reordered and missed ticks, a feed whose
 epochs skip, per-symbol subscription errors, short and slow history pages, `RateLimit` errors.
 """
@@ -30,7 +31,7 @@ from ..market.deriv_schema import SchemaViolation, call_of, response_violations,
 from ..market.simulator import DEFAULT_ORIGIN
 from ..market.store import parse_epoch
 from ..market.symbols import UnknownSymbolError, catalog, get_symbol
-from .tick_source import SimulatedTicks
+from .tick_source import SimulatedTicks, VolatilityChange
 
 HISTORY_MAX_COUNT = 5000
 HISTORY_DEFAULT_COUNT = 1000
@@ -79,13 +80,20 @@ def skipped_epochs(epochs: np.ndarray, prob: float, seed: int) -> np.ndarray:
 class SimClock:
     """Server time: starts at `start_epoch` and runs `time_scale` times faster than the wall clock."""
 
-    def __init__(self, start_epoch: float, time_scale: float = 1.0):
+    def __init__(self, start_epoch: float, time_scale: float = 1.0, held: bool = False):
         if time_scale <= 0:
             raise ValueError(f"time scale must be positive, got {time_scale}")
         self.start_epoch, self.time_scale = start_epoch, time_scale
         self._wall0 = time.monotonic()
+        self.held = held  # standing at start_epoch until `release` (a demo that prepares first)
+
+    def release(self) -> None:
+        if self.held:
+            self.held, self._wall0 = False, time.monotonic()
 
     def now(self) -> float:
+        if self.held:
+            return self.start_epoch
         return self.start_epoch + (time.monotonic() - self._wall0) * self.time_scale
 
     def wall_elapsed(self) -> float:
@@ -127,9 +135,13 @@ class FakeDerivServer:
         origin: date = DEFAULT_ORIGIN,
         rate_limit_per_minute: int = 220,
         strict: bool = False,
+        changes: tuple[VolatilityChange, ...] = (),
+        hold: bool = False,
     ):
-        self.ticks = SimulatedTicks(seed, origin)
-        self.clock = SimClock(time.time() if start is None else start, time_scale)
+        self.ticks = SimulatedTicks(seed, origin, changes)
+        # hold: the clock stands at `start` until the first subscription, so history before it can be
+        # read (and models trained) first, and the live part starts when someone listens.
+        self.clock = SimClock(time.time() if start is None else start, time_scale, held=hold)
         self.faults = faults or Faults()
         self.rate_limit_per_minute = rate_limit_per_minute
         self.strict = strict  # validate every response against the receive schemas
@@ -206,6 +218,7 @@ class FakeDerivServer:
     def _subscribe(self, conn: Connection, symbol: str, request: dict) -> Subscription:
         if any(s.symbol == symbol for s in conn.subscriptions.values()):
             raise APIError("AlreadySubscribed", f"You are already subscribed to {symbol}.")
+        self.clock.release()
         sub = Subscription(str(uuid.uuid4()), symbol, request, request.get("req_id"), self.clock.now())
         conn.subscriptions[sub.id] = sub
         if conn.sender is None or conn.sender.done():
@@ -537,6 +550,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=7, help="simulator seed (default %(default)s)")
     parser.add_argument("--start", help="server time at start: epoch or ISO time, UTC (default: now)")
     parser.add_argument("--time-scale", type=float, default=1.0, help="server seconds per wall second (default 1)")
+    parser.add_argument("--hold", action="store_true", help="the clock stands at --start until the first subscription")
+    parser.add_argument(
+        "--volatility-change",
+        action="append",
+        default=[],
+        metavar="SYMBOL=FACTOR@TIME",
+        help="from TIME on, SYMBOL moves FACTOR times as far, e.g. SIG_AR1=3@2026-01-04 (repeatable)",
+    )
     parser.add_argument("--rate-limit", type=int, default=220, help="calls per minute per connection (default 220)")
     parser.add_argument("--drop-every", type=float, help="abort every connection each N wall seconds")
     parser.add_argument("--stall-at", type=float, help="silence the streams N wall seconds after start ...")
@@ -558,6 +579,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--history-delay", type=float, default=0.0, help="seconds each history reply is late")
     parser.add_argument("--history-rate-limit-every", type=int, help="answer RateLimit to every Nth ticks_history")
     args = parser.parse_args(argv)
+    try:
+        changes = tuple(VolatilityChange.parse(text) for text in args.volatility_change)
+    except (ValueError, UnknownSymbolError) as exc:
+        parser.error(str(exc))
     refuse = {}
     for item in args.refuse:
         symbol, sep, code = item.partition("=")
@@ -586,6 +611,8 @@ def main(argv: list[str] | None = None) -> None:
         time_scale=args.time_scale,
         faults=faults,
         rate_limit_per_minute=args.rate_limit,
+        changes=changes,
+        hold=args.hold,
     )
     print(f"local Deriv API v3 on ws://{args.host}:{args.port} (seed {args.seed}, time x{args.time_scale})", flush=True)
     try:
