@@ -77,6 +77,9 @@ def main() -> int:
             return 1
         report = json.loads((data / REPORT).read_text())
     rows = table(report)
+    if report["problem"] or not rows:
+        print(f"the live loop did not run through: {report['problem'] or 'no day was judged'}\n{done.stdout[-4000:]}")
+        return 1
     print(f"{args.days} stationary SIG_AR1 days through the live loop (seed {args.seed}, clock x{args.time_scale:g})")
     print(f"{'check':<36} {'days':>5} {'false alarms':>12} {'rate':>6}  95 % interval")
     for r in rows:

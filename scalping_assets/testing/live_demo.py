@@ -16,6 +16,8 @@ clock running `time_scale` times faster than the wall clock. Then, as in product
 
 The day before the change is the control: its checks must pass and raise no alert. The demo ends when
 the service answers with the retrained version (or at its timeout) and prints what each part did.
+With `--stationary-days N` nothing changes: N whole days are played, and every failed check is a false
+alarm (`benchmarks/bench_live.py` counts them).
 """
 
 from __future__ import annotations
@@ -58,20 +60,17 @@ LIVE_SENSORS = [
 # Sharpe ratio, one more trial, raises the deflated-Sharpe hurdle of the others (the gate then keeps the
 # champion, as it should).
 SMALL_TRAINING = {"epochs": 3, "max_train_windows": 8_000}
-RETRAIN_DAYS = 2
+RETRAIN_DAYS = 2  # the control day and the changed one
 # A flat class worth learning: a 10-tick move within 0.3 bp is NEUTRAL, about 4 % of SIG_AR1's rows. The
 # default (0 bp) makes NEUTRAL an exact no-move, under 1 % of rows, which dataset_class_balance warns about
 # on every dataset, a retrain's too (one more message on the alert channel).
-FLAT_CLASS = {"threshold_bp": 0.3}  # the control day and the changed one
+FLAT_CLASS = {"threshold_bp": 0.3}
 IN_FLIGHT = 256  # streamed ticks awaiting their answer: the service's pace sets the client's
 SETTLE_TICKS = 3  # evaluations without a run after the version switched, before the demo ends
 QUIET_TICKS = 30  # evaluations without a run, once the feed ended, after which the loop has nothing left to do
-TAIL_S = 3_600
-WARMUP_S = 3_000  # streamed before a stationary run's first day: the service's features warm up (2,500 ticks)
+TAIL_S = 3_600  # of the day after the last live day: completes it, and feeds the check of the new version
 REPORT = "live-demo.json"
-QUIET_INSTANCE = {
-    "telemetry": {"enabled": False}
-}  # of the day after the change: its first hour completes the changed day and feeds the last check
+QUIET_INSTANCE = {"telemetry": {"enabled": False}}
 
 
 @dataclass(frozen=True)
@@ -92,9 +91,10 @@ class LiveDays:
 
     @classmethod
     def stationary(cls, first: date, days: int) -> LiveDays:
-        """Live: `days` whole days, each predicted from its first tick (the warm-up streamed before it)."""
+        """Live: `days` whole days, streamed from the first one's start (the clock starts after the
+        training day, which history must hold whole); the service predicts once its features warmed up."""
         live = tuple(first + timedelta(days=2 + i) for i in range(days))
-        return cls(first, first + timedelta(days=1), live, day_start_epoch(live[0]) - WARMUP_S)
+        return cls(first, first + timedelta(days=1), live, day_start_epoch(live[0]))
 
     @property
     def changed(self) -> date:
@@ -360,9 +360,8 @@ def _run(options: LiveDemoOptions, days: LiveDays, deriv_url: str, hook) -> Live
     settings, symbol, result = options.settings, options.symbol, LiveDemoResult()
     resources = build_resources(settings)
     # An instance of its own: a retrain's dataset partition is requested once per instance.
-    quiet = {"telemetry": {"enabled": False}}
     with (
-        dg.DagsterInstance.local_temp(str(instance_dir(settings)), overrides=quiet) as instance,
+        dg.DagsterInstance.local_temp(str(instance_dir(settings)), overrides=QUIET_INSTANCE) as instance,
         code_location(instance) as location,
     ):
         pipeline = Pipeline(f"live-{days.train}", resources, instance, location)

@@ -6,7 +6,7 @@ before (the daemon's rule), tagged as the daemon tags a sensor's runs (`dagster/
 `dagster/run_key`), so the UI shows which sensor launched what. Runs are executed one after another
 through the code location (`demo.Pipeline`), where the daemon would hand them to the run launcher.
 
-`scalping live-demo` uses it to close the loop in minutes without a daemon's minimum intervals; a
+`make live-demo` uses it to close the loop in minutes without a daemon's minimum intervals; a
 deployment runs `dagster-daemon`, which evaluates the same sensors.
 """
 
