@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import threading
 from datetime import UTC, date, datetime
 
 import numpy as np
@@ -138,3 +139,28 @@ def test_corrupt_and_foreign_files_name_the_file(store, three_days):
 def test_missing_day_is_a_clear_error(store):
     with pytest.raises(FileNotFoundError, match="no ticks stored for R_10 on 2026-01-02"):
         store.read_day("R_10", DAY)
+
+
+def test_reads_while_the_collector_replaces_the_day_see_one_whole_file(store, three_days):
+    """The collector rewrites the day being collected while sensors read it: every read is one whole
+    version of the file (a read that opened the path twice paired one file's footer with another's pages)."""
+    frame = three_days[DAY]
+    sizes = [len(frame) // 4 * k for k in (1, 2, 3, 4)]
+    store.write_day("1HZ100V", DAY, frame.iloc[: sizes[0]])
+    stop = threading.Event()
+
+    def collect() -> None:
+        while not stop.is_set():
+            for n in sizes:
+                store.write_day("1HZ100V", DAY, frame.iloc[:n])
+
+    writer = threading.Thread(target=collect)
+    writer.start()
+    try:
+        seen = {len(store.read_day("1HZ100V", DAY)) for _ in range(150)}
+        last = {store.last_epoch("1HZ100V") for _ in range(150)}
+    finally:
+        stop.set()
+        writer.join()
+    assert seen <= set(sizes) and len(seen) > 1, seen
+    assert last <= {int(frame["epoch"].iloc[n - 1]) for n in sizes}

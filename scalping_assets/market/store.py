@@ -136,18 +136,26 @@ class TickStore:
         return write_parquet_atomic(self._to_table(symbol, day, ticks), target)
 
     def _read_file(self, path: Path, columns: list[str] | None = None) -> pa.Table:
+        # One open file for the footer and the pages: the collector replaces a day's file while
+        # sensors and assets read it, and a second open by path could pair the old footer with the
+        # new file's pages. The rename keeps what an open file reads whole.
         try:
-            schema = pq.read_schema(path)
-        except (pa.ArrowException, OSError) as exc:
+            source = open(path, "rb")  # noqa: SIM115 (closed below, after the pages are read)
+        except OSError as exc:
             raise TickStoreError(f"{path}: not a readable Parquet tick file ({exc})") from exc
-        expected = {f.name: f.type for f in TICK_SCHEMA}
-        actual = {f.name: f.type for f in schema}
-        if any(actual.get(name) != typ for name, typ in expected.items()):
-            raise TickStoreError(f"{path}: foreign Parquet file; expected columns {expected}, found {actual}")
-        try:
-            return pq.read_table(path, columns=columns)
-        except (pa.ArrowException, OSError) as exc:
-            raise TickStoreError(f"{path}: corrupt Parquet tick file ({exc})") from exc
+        with source:
+            try:
+                parquet = pq.ParquetFile(source)
+            except (pa.ArrowException, OSError) as exc:
+                raise TickStoreError(f"{path}: not a readable Parquet tick file ({exc})") from exc
+            expected = {f.name: f.type for f in TICK_SCHEMA}
+            actual = {f.name: f.type for f in parquet.schema_arrow}
+            if any(actual.get(name) != typ for name, typ in expected.items()):
+                raise TickStoreError(f"{path}: foreign Parquet file; expected columns {expected}, found {actual}")
+            try:
+                return parquet.read(columns=columns)
+            except (pa.ArrowException, OSError) as exc:
+                raise TickStoreError(f"{path}: corrupt Parquet tick file ({exc})") from exc
 
     def read_day(self, symbol: str, day: date) -> pd.DataFrame:
         path = self.path(symbol, day)

@@ -249,6 +249,7 @@ class LiveDemoResult:
     follows: list[str] = field(default_factory=list)
     final_answers: Counter = field(default_factory=Counter)
     feed: FeedStats | None = None
+    sensor_errors: dict[str, str] = field(default_factory=dict)  # a sensor's last failed evaluation
     timed_out: bool = False
     problem: str = ""
 
@@ -272,6 +273,7 @@ class LiveDemoResult:
             ],
             "alerts": self.alerts,
             "follows": self.follows,
+            "sensor_errors": self.sensor_errors,
             "final_answers": dict(self.final_answers),
             "feed": None
             if self.feed is None
@@ -400,6 +402,7 @@ def _run(options: LiveDemoOptions, days: LiveDays, deriv_url: str, hook) -> Live
             _loop(loop, feed, service_url, result, options.timeout_s, bool(options.stationary_days))
             result.feed = feed.stats
             result.launched = loop.launched
+            result.sensor_errors = dict(loop.errors)
             result.follows = follow_lines(service_log)
             if result.served != result.initial and feed.streamed.is_set() and not options.stationary_days:
                 result.final_answers = stream_stored(service_url, store, symbol, days.tail)
@@ -459,6 +462,8 @@ def print_report(result: LiveDemoResult, settings: Settings) -> None:
         s = result.feed
         errors = f"; errors {dict(s.errors)}" if s.errors else ""
         print(f"\nthe feed: {s.forwarded:,} ticks streamed to the service; answers by version {dict(s.answers)}{errors}")
+    for sensor, error in result.sensor_errors.items():
+        print(f"  {sensor}: an evaluation failed ({error}); the next one went on")
     print(f"\n{len(result.alerts)} message(s) to the webhook:")
     for body in result.alerts:
         print("  " + body["text"].replace("\n", "\n  "))

@@ -40,6 +40,7 @@ class SensorLoop:
     skips: dict[str, str] = field(default_factory=dict)  # sensor -> its last skip reason
     launched: list[Launched] = field(default_factory=list)
     log_level: int = logging.INFO
+    errors: dict[str, str] = field(default_factory=dict)  # sensor -> why its last failed tick failed
 
     def _launched_before(self, sensor: str, run_key: str) -> bool:
         tags = {SENSOR_TAG: sensor, RUN_KEY_TAG: run_key}
@@ -60,7 +61,11 @@ class SensorLoop:
                 sensor_name=name,
             )
             context.log.setLevel(self.log_level)  # a sensor's lines per tick: the daemon keeps them in its tick logs
-            data = sensor.evaluate_tick(context)
+            try:
+                data = sensor.evaluate_tick(context)
+            except Exception as exc:  # the daemon records a failed tick and evaluates again next time
+                self.errors[name] = f"{type(exc).__name__}: {exc}"
+                continue
             self.cursors[name] = data.cursor if data.cursor is not None else self.cursors.get(name)
             if data.skip_message:
                 self.skips[name] = data.skip_message
