@@ -16,27 +16,16 @@ a day takes about two minutes; 20 days, about 45 minutes.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
-from scipy.stats import beta
+from scipy.stats import binomtest
 
-from scalping_assets.testing.live_demo import REPORT
+from scalping_assets.testing.live_demo import run_in_subprocess
 
-REPO = Path(__file__).resolve().parents[1]
 MONITORING_JOBS = ("daily_job", "monitoring_job", "live_job")
-
-
-def clopper_pearson(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    a = (1 - level) / 2
-    lo = 0.0 if k == 0 else float(beta.ppf(a, k, n - k + 1))
-    hi = 1.0 if k == n else float(beta.ppf(1 - a, k + 1, n - k))
-    return lo, hi
 
 
 def table(report: dict) -> list[dict]:
@@ -54,7 +43,7 @@ def table(report: dict) -> list[dict]:
     rows = []
     for name in sorted(judged):
         n, k = len(judged[name]), len(failed[name])
-        lo, hi = clopper_pearson(k, n)
+        lo, hi = binomtest(k, n).proportion_ci(0.95, method="exact")  # Clopper-Pearson
         rows.append({"check": name, "days": n, "false_alarms": k, "rate": k / n, "lo": lo, "hi": hi, "on": sorted(failed[name])})
     return rows
 
@@ -66,16 +55,12 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        data = Path(tmp) / "live"
-        command = [sys.executable, "-m", "scalping_assets.testing.live_demo", "--data-dir", str(data)]
-        command += ["--stationary-days", str(args.days), "--time-scale", str(args.time_scale), "--seed", str(args.seed)]
-        command += ["--timeout", str(args.days * 86_400 / args.time_scale * 3 + 900)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SCALPING_", "MLFLOW_", "DAGSTER_", "DERIV_"))}
-        done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
-        if not (data / REPORT).exists():
+        options = ["--stationary-days", str(args.days), "--time-scale", str(args.time_scale), "--seed", str(args.seed)]
+        options += ["--timeout", str(args.days * 86_400 / args.time_scale * 3 + 900)]
+        done, report = run_in_subprocess(Path(tmp) / "live", *options)
+        if report is None:
             print(done.stdout[-4000:], done.stderr[-4000:], sep="\n")
             return 1
-        report = json.loads((data / REPORT).read_text())
     rows = table(report)
     if report["problem"] or not rows:
         print(f"the live loop did not run through: {report['problem'] or 'no day was judged'}\n{done.stdout[-4000:]}")

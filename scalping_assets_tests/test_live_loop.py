@@ -10,27 +10,18 @@ code location reads the demo's settings when it is imported.
 """
 
 import json
-import os
-import subprocess
-import sys
 from types import SimpleNamespace
 
 import pytest
 
-from scalping_assets.testing.live_demo import REPORT
-from scalping_assets.testing.server_process import REPO_ROOT
+from scalping_assets.testing.live_demo import run_in_subprocess
 
 CONTROL, CHANGED = "2026-01-03", "2026-01-04"
-OWN_SETTINGS = ("SCALPING_", "MLFLOW_", "DAGSTER_", "DERIV_")
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    data = tmp_path_factory.mktemp("live") / "demo"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_SETTINGS)}  # the demo's own settings only
-    command = [sys.executable, "-m", "scalping_assets.testing.live_demo", "--data-dir", str(data), "--timeout", "900"]
-    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1500)
-    report = json.loads((data / REPORT).read_text()) if (data / REPORT).exists() else None
+    done, report = run_in_subprocess(tmp_path_factory.mktemp("live") / "demo", "--timeout", "900", timeout_s=1500)
     assert report is not None, f"no report (exit {done.returncode}):\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
     return SimpleNamespace(rc=done.returncode, out=done.stdout, report=report)
 

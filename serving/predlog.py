@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from scalping_assets.monitoring.predlog import prediction_day
+
 
 def features_digest(window: np.ndarray) -> str:
     """Identifies the exact feature window a prediction was made from (float32 bytes, as the model saw them)."""
@@ -42,8 +44,7 @@ class PredictionLog:
         made = stamp.isoformat()
         by_day: dict[str, list[str]] = {}
         for r in records:
-            epoch = r.get("epoch")
-            day = (datetime.fromtimestamp(epoch, UTC) if epoch is not None else stamp).date().isoformat()
+            day = prediction_day(r.get("epoch"), stamp).isoformat()
             by_day.setdefault(day, []).append(json.dumps({"timestamp": made, **r}, separators=(",", ":")) + "\n")
         with self._lock:
             for day, lines in by_day.items():

@@ -102,6 +102,12 @@ class LoggedPrediction(BaseModel):
         return value
 
 
+def prediction_day(epoch: int | None, made: datetime) -> date:
+    """The UTC day a prediction belongs to: its tick's (`epoch`), or, for a feature window that names
+    no tick, the day it was made. The service files a line under it; consolidation keeps it there."""
+    return epoch_day(epoch) if epoch is not None else made.astimezone(UTC).date()
+
+
 def day_files(folder: str | Path, day: date) -> list[Path]:
     """Every process's log file of `day`, in file-name order."""
     return sorted(Path(folder).glob(LOG_GLOB.format(day=day.isoformat())))
@@ -153,12 +159,12 @@ class _Rows:
             reason, detail = _reason(exc)
             self.reject(reason, source, line, detail)
             return
-        if logged.epoch is not None:  # the day of the tick predicted at (`serving.predlog`)
-            day, when = epoch_day(logged.epoch), f"tick {datetime.fromtimestamp(logged.epoch, UTC).isoformat()}"
-        else:
-            stamped = logged.timestamp.astimezone(UTC)
-            day, when = stamped.date(), f"made {stamped.isoformat()}"
-        if day != self.day:
+        if prediction_day(logged.epoch, logged.timestamp) != self.day:
+            when = (
+                f"tick {datetime.fromtimestamp(logged.epoch, UTC).isoformat()}"
+                if logged.epoch is not None
+                else f"made {logged.timestamp.astimezone(UTC).isoformat()}"
+            )
             self.reject(f"not on {self.day.isoformat()}", source, line, when)
             return
         self.kept.append((logged, source, line))

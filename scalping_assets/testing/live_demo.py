@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -250,7 +251,6 @@ class LiveDemoResult:
     final_answers: Counter = field(default_factory=Counter)
     feed: FeedStats | None = None
     sensor_errors: dict[str, str] = field(default_factory=dict)  # a sensor's last failed evaluation
-    timed_out: bool = False
     problem: str = ""
 
     def summary(self) -> dict:
@@ -441,7 +441,6 @@ def _loop(loop, feed: Feed, service_url: str, result: LiveDemoResult, timeout_s:
                 )
             return
         if time.monotonic() > deadline:
-            result.timed_out = True
             result.problem = f"the loop did not close within {timeout_s:.0f} s"
             return
         if time.monotonic() - last_report > 15:
@@ -481,6 +480,23 @@ def print_report(result: LiveDemoResult, settings: Settings) -> None:
         )
     else:
         print(f"The loop did not close: {result.problem or 'no new version served'}")
+
+
+OWN_SETTINGS = ("SCALPING_", "MLFLOW_", "DAGSTER_", "DERIV_")  # the demo sets its own
+
+
+def run_in_subprocess(
+    data_dir: Path, *args: str, timeout_s: float | None = None
+) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """The demo in a process of its own (the code location reads the demo's settings when it is
+    imported), with none of this process's settings: how it ended, and its report (None if it wrote none)."""
+    from scalping_assets.testing.server_process import REPO_ROOT
+
+    command = [sys.executable, "-m", "scalping_assets.testing.live_demo", "--data-dir", str(data_dir), *args]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_SETTINGS)}
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout_s)
+    report = data_dir / REPORT
+    return done, json.loads(report.read_text()) if report.exists() else None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,7 +37,6 @@ class SensorLoop:
     definitions: dg.Definitions
     sensors: list[str]
     cursors: dict[str, str | None] = field(default_factory=dict)
-    skips: dict[str, str] = field(default_factory=dict)  # sensor -> its last skip reason
     launched: list[Launched] = field(default_factory=list)
     log_level: int = logging.INFO
     errors: dict[str, str] = field(default_factory=dict)  # sensor -> why its last failed tick failed
@@ -67,8 +66,6 @@ class SensorLoop:
                 self.errors[name] = f"{type(exc).__name__}: {exc}"
                 continue
             self.cursors[name] = data.cursor if data.cursor is not None else self.cursors.get(name)
-            if data.skip_message:
-                self.skips[name] = data.skip_message
             for request in data.dynamic_partitions_requests or []:
                 if isinstance(request, dg.AddDynamicPartitionsRequest):
                     self.pipeline.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
