@@ -16,6 +16,7 @@ simulator, `daily_ticks_schedule` makes the days.
 from __future__ import annotations
 
 import json
+import time
 from datetime import date, timedelta
 
 import dagster as dg
@@ -29,6 +30,8 @@ from scalping_assets.schedules import daily_job
 from scalping_assets.settings import Settings
 
 MONITORING_CURSOR = "monitoring"  # the cursor's entry for the last day whose monitoring was requested
+PENDING_CURSOR = "monitoring_pending"  # completed days whose prediction log is still being written
+LOG_SETTLE_S = 5.0  # seconds a day's log files stay unchanged before it is consolidated
 MAX_DAYS_PER_SYMBOL = 31  # requests per symbol and evaluation: a long outage is caught up over a few ticks
 
 
@@ -72,15 +75,23 @@ def collected_days_sensor(context: dg.SensorEvaluationContext, tick_store: TickS
             cursor[symbol] = day.isoformat()
             completed.add(day)
     # A day's predictions are judged once its ticks are in: after the day's daily_job runs, by request
-    # order. A day the service logged nothing for (it was not running, or nobody asked) has nothing to judge.
+    # order. A day the service logged nothing for (it was not running, or nobody asked) has nothing to
+    # judge; a day whose log files changed within LOG_SETTLE_S waits for the next evaluation: the
+    # collector completes a day at its first tick past midnight, while the service may still be writing
+    # the answers in flight to the day's last ticks, and a consolidation then would miss them.
     monitored = date.fromisoformat(cursor[MONITORING_CURSOR]) if MONITORING_CURSOR in cursor else None
-    log = Settings().prediction_log_dir()
-    for day in sorted(d for d in completed if monitored is None or d > monitored):
-        if day_files(log, day):
-            requests.append(
-                dg.RunRequest(run_key=f"monitoring:{day}", job_name=monitoring_job.name, partition_key=day.isoformat())
-            )
-        cursor[MONITORING_CURSOR] = day.isoformat()
+    pending = set(cursor.get(PENDING_CURSOR, [])) | {d.isoformat() for d in completed if monitored is None or d > monitored}
+    log, waiting = Settings().prediction_log_dir(), []
+    for key in sorted(pending):
+        day = date.fromisoformat(key)
+        files = day_files(log, day)
+        if files and time.time() - max(f.stat().st_mtime for f in files) < LOG_SETTLE_S:
+            waiting.append(key)
+            continue
+        if files:
+            requests.append(dg.RunRequest(run_key=f"monitoring:{day}", job_name=monitoring_job.name, partition_key=key))
+        cursor[MONITORING_CURSOR] = max(key, cursor.get(MONITORING_CURSOR, key))
+    cursor[PENDING_CURSOR] = waiting
     if not requests:
         return dg.SensorResult(skip_reason=f"no newly completed day in {store.root}", cursor=json.dumps(cursor, sort_keys=True))
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))

@@ -2,6 +2,9 @@
 run of its (day, symbol) partition, once; the `ticks` asset reads the stored day as it is and backfills
 a day the collector never stored from Deriv's history (the local Deriv server here)."""
 
+import json
+import os
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import pytest
 
 from scalping_assets.assets.ticks import ticks
 from scalping_assets.checks import tick_checks
-from scalping_assets.collected import collected_days_sensor
+from scalping_assets.collected import LOG_SETTLE_S, collected_days_sensor
 from scalping_assets.definitions import build_resources
 from scalping_assets.market.simulator import day_start_epoch
 from scalping_assets.market.store import TickStore
@@ -45,11 +48,14 @@ def deriv_source(monkeypatch, tmp_path):
     monkeypatch.setenv("SCALPING_DATA_DIR", str(tmp_path))  # where the service's prediction log is
 
 
-def _served(data: Path, day: date) -> None:
-    """The service answered for `day`: a log file of it (one process's)."""
+def _served(data: Path, day: date, written_s_ago: float = 60.0) -> Path:
+    """The service answered for `day`: a log file of it (one process's), last written `written_s_ago`."""
     folder = Settings(data_dir=data).prediction_log_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"predictions-{day}-1.jsonl").write_text("{}\n")
+    path = folder / f"predictions-{day}-1.jsonl"
+    path.write_text("{}\n")
+    os.utime(path, (time.time() - written_s_ago,) * 2)
+    return path
 
 
 def test_each_completed_day_is_requested_once(tmp_path, deriv_source):
@@ -78,6 +84,21 @@ def test_each_completed_day_is_requested_once(tmp_path, deriv_source):
         ("daily_job", tick_partition(DAY[3].isoformat(), SYMBOL)),
         ("monitoring_job", str(DAY[3])),
     ]
+
+
+def test_a_day_whose_log_is_still_being_written_is_judged_once_it_settles(tmp_path, deriv_source):
+    store = TickStore(tmp_path / "ticks")
+    _store_day(store, DAY[0])
+    _store_day(store, DAY[1], seconds=60)  # the collector just moved past midnight
+    log = _served(tmp_path, DAY[0], written_s_ago=0.5)  # answers to DAY[0]'s last ticks still arriving
+    first = _evaluate(tmp_path)
+    assert [r.job_name for r in first.run_requests] == ["daily_job"]
+    assert json.loads(first.cursor)["monitoring_pending"] == [str(DAY[0])]
+    os.utime(log, (time.time() - LOG_SETTLE_S - 1,) * 2)
+    settled = _evaluate(tmp_path, first.cursor)
+    assert [(r.job_name, r.partition_key) for r in settled.run_requests] == [("monitoring_job", str(DAY[0]))]
+    assert json.loads(settled.cursor)["monitoring_pending"] == []
+    assert not _evaluate(tmp_path, settled.cursor).run_requests
 
 
 def test_the_sensor_leaves_a_simulated_deployment_to_the_schedule(tmp_path, monkeypatch):
