@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -102,6 +103,21 @@ def features_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def until_stopped(run: Callable[[asyncio.Event], Awaitable[None]], duration: float | None) -> None:
+    """Run `run(stop)` until it returns; `stop` is set by SIGINT, SIGTERM or after `duration` seconds."""
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if duration:
+            loop.call_later(duration, stop.set)
+        await run(stop)
+
+    asyncio.run(main())
+
+
 def collect(args: argparse.Namespace) -> int:
     names = _symbols(args.symbols)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -109,14 +125,7 @@ def collect(args: argparse.Namespace) -> int:
     store = TickStore(os.path.join(args.data_dir, "ticks"))
     collector = TickCollector(deriv_url(args.url), names, store, since=parse_epoch(args.since), options=options)
 
-    async def run() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        if args.duration:
-            loop.call_later(args.duration, stop.set)
-
+    async def run(stop: asyncio.Event) -> None:
         async def report() -> None:
             while True:
                 await asyncio.sleep(args.progress_interval)
@@ -135,7 +144,7 @@ def collect(args: argparse.Namespace) -> int:
             reporter.cancel()
 
     try:
-        asyncio.run(run())
+        until_stopped(run, args.duration)
     except (DerivAPIError, SymbolsRefused) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -187,6 +196,59 @@ def rollback_champion(args: argparse.Namespace) -> int:
     return 0
 
 
+def paper(args: argparse.Namespace) -> int:
+    """Paper-trade the champion (or a bundle folder with its execution config) on the live ticks."""
+    from prometheus_client import start_http_server
+
+    from scalping_assets.backtest.engine import ExecutionConfig
+    from scalping_assets.trading.journal import Journal, default_url
+    from scalping_assets.trading.paper import PaperTrader, champion
+    from serving.bundle import OnnxPredictor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    settings = Settings(data_dir=args.data_dir)
+    if args.bundle:
+        if not args.execution:
+            print("error: --bundle needs --execution (the execution config JSON of its backtest)", file=sys.stderr)
+            return 2
+        predictor = OnnxPredictor(args.bundle)
+        execution = ExecutionConfig.model_validate_json(Path(args.execution).read_text())
+    else:
+        predictor, execution = champion(settings, args.model)
+    manifest = predictor.manifest
+    cleared = [s for s in manifest.symbols if manifest.cleared(s)]
+    names = _symbols(args.symbols) if args.symbols else [s for s in cleared if s in settings.symbols] or cleared
+    journal = Journal(args.journal or settings.paper_db.get_secret_value() or default_url(settings.data_dir), execution.capital)
+    brokers = []
+    if args.deriv_broker:
+        from scalping_assets.trading.deriv_broker import DerivBroker
+
+        brokers.append(DerivBroker.from_env(deriv_url(args.url), allow_real=args.allow_real_account))
+    trader = PaperTrader(
+        predictor, execution, journal, deriv_url(args.url), names, brokers, progress_interval_s=args.progress_interval
+    )
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=trader.metrics.registry)
+    print(
+        f"paper: {predictor.registered_model} v{predictor.version} on {', '.join(names)} "
+        f"({execution.instrument}, stake {execution.stake:g}); journal {journal.engine.url.render_as_string()}",
+        flush=True,
+    )
+
+    async def run(stop: asyncio.Event) -> None:
+        for broker in brokers:
+            await broker.connect()
+        await trader.run(stop)
+
+    try:
+        until_stopped(run, args.duration)
+    except DerivAPIError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"stopped: {trader.progress()}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         defaults = Settings()  # flags override the environment
@@ -231,6 +293,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     c.add_argument("--progress-interval", type=float, default=30.0, help="seconds between progress lines")
     c.set_defaults(func=collect)
+    t = sub.add_parser("paper", help="paper-trade the champion on live ticks (Deriv or the local server), journaled")
+    t.add_argument("--symbols", help="comma-separated (default: the champion's cleared symbols among SCALPING_SYMBOLS)")
+    t.add_argument("--url", help="WebSocket URL (default DERIV_WS_URL, else Deriv's, with DERIV_APP_ID)")
+    t.add_argument("--model", help="registered model (default SCALPING_MODEL, else the latest with a champion)")
+    t.add_argument("--bundle", help="an exported bundle folder instead of the registry's champion (needs --execution)")
+    t.add_argument("--execution", help="execution config JSON for --bundle (a backtest's backtest/execution.json)")
+    t.add_argument("--journal", help="SQLAlchemy URL (default SCALPING_PAPER_DB, else SQLite under the data folder)")
+    t.add_argument("--deriv-broker", action="store_true", help="also place each order on a Deriv virtual account (DERIV_TOKEN)")
+    t.add_argument("--allow-real-account", action="store_true", help="let --deriv-broker trade a real-money account")
+    t.add_argument("--duration", type=float, help="stop after this many seconds (default: run until SIGINT/SIGTERM)")
+    t.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on 127.0.0.1:PORT (0: off)")
+    t.add_argument("--progress-interval", type=float, default=30.0, help="seconds between progress lines")
+    t.add_argument("--data-dir", default=str(defaults.data_dir), help="default %(default)s (SCALPING_DATA_DIR)")
+    t.set_defaults(func=paper)
     r = sub.add_parser("rollback", help="make the previous champion of a registered model champion again")
     r.add_argument("--model", required=True, help="registered model name, e.g. scalping-CRASH1000-R_100-SIG_AR1-h10")
     r.add_argument("--data-dir", default=str(defaults.data_dir), help="default %(default)s (SCALPING_DATA_DIR)")

@@ -19,6 +19,7 @@ from scalping_assets.assets.models import MODEL_ASSETS, model_comparison
 from scalping_assets.assets.monitoring import MONITORING_ASSETS, MONITORING_CHECKS
 from scalping_assets.assets.serving import SERVING_ASSETS
 from scalping_assets.assets.ticks import ticks
+from scalping_assets.assets.trading import TRADING_ASSETS, TRADING_JOBS, TRADING_SCHEDULES, PaperJournalResource
 from scalping_assets.automation import MONITORING_JOBS, MONITORING_SCHEDULES, MONITORING_SENSORS
 from scalping_assets.checks import tick_checks
 from scalping_assets.collected import collected_days_sensor
@@ -43,6 +44,7 @@ from scalping_assets.schedules import (
     ticks_job,
 )
 from scalping_assets.settings import Settings
+from scalping_assets.trading.journal import default_url
 
 
 def _from(settings: Settings, field: str, value):
@@ -66,6 +68,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "bundle_store": FolderResource(root=folder("bundles")),
         "records": RecordIOManager(root=folder("records")),
         "monitoring_store": FolderResource(root=folder("monitoring")),
+        # The URL may hold a password: from the variable, which the UI names without showing it.
+        "paper_journal": PaperJournalResource(
+            url=dg.EnvVar("SCALPING_PAPER_DB") if settings.paper_db.get_secret_value() else default_url(settings.data_dir),
+            bundle_cache=str(settings.bundle_cache_dir()),
+        ),
         "mlflow_store": MLflowResource(
             tracking_uri=_from(settings, "tracking_uri", settings.mlflow_uri()),
             artifact_root=folder("mlartifacts"),
@@ -90,6 +97,7 @@ ASSETS = [
     *SERVING_ASSETS,
     *MONITORING_ASSETS,
     *DRIFT_ASSETS,
+    *TRADING_ASSETS,
 ]
 
 defs = dg.Definitions(
@@ -102,8 +110,18 @@ defs = dg.Definitions(
         dataset_class_balance,
         *MONITORING_CHECKS,
     ],
-    jobs=[ticks_job, features_job, daily_job, dataset_job, models_job, evaluation_job, serving_job, *MONITORING_JOBS],
-    schedules=[daily_ticks_schedule, *MONITORING_SCHEDULES],
+    jobs=[
+        ticks_job,
+        features_job,
+        daily_job,
+        dataset_job,
+        models_job,
+        evaluation_job,
+        serving_job,
+        *MONITORING_JOBS,
+        *TRADING_JOBS,
+    ],
+    schedules=[daily_ticks_schedule, *MONITORING_SCHEDULES, *TRADING_SCHEDULES],
     sensors=[champion_promoted_sensor, collected_days_sensor, *MONITORING_SENSORS],
     resources=build_resources(Settings()),
     # Training uses every core already; steps running side by side would only fight over them.

@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .market.store import write_atomic
 
@@ -150,6 +150,21 @@ class LivePerformanceRecord(BaseModel):
     training_run_id: str = ""
     backtest_run_id: str = ""
     execution: dict = Field(default_factory=dict)  # the backtest's execution config, the live trades'
+
+
+class PaperParityRecord(BaseModel):
+    """One day of one symbol's paper trading against the batch replay of the same ticks (`trading.parity`)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
+    day: date
+    symbol: str
+    registered_model: str
+    version: str
+    figures: dict[str, float | int]  # signal and trade match, |ΔP&L|, tracking error, P&L of both, their ratio
+    venues: dict[str, dict[str, float | int]] = Field(default_factory=dict)  # per venue broker, against paper
+    mismatches: list[dict] = Field(default_factory=list)  # each with its explanation ("why")
+    execution: dict = Field(default_factory=dict)
 
 
 class DriftRecord(BaseModel):

@@ -92,6 +92,13 @@ class Settings(BaseSettings):
         validation_alias=_env("SCALPING_ALERT_WEBHOOK_URL"),
         description="Slack-compatible incoming webhook for alerts; empty: alert_sensor skips",
     )
+    # The paper trader's journal: a PostgreSQL URL (it may hold a password: a secret); empty: SQLite
+    # under the data folder.
+    paper_db: SecretStr = Field(
+        default=SecretStr(""),
+        validation_alias=_env("SCALPING_PAPER_DB"),
+        description="SQLAlchemy URL of the paper journal, e.g. postgresql+psycopg2://...; empty: data/paper/journal.sqlite",
+    )
     retrain_days: int = Field(
         default=7, ge=1, validation_alias=_env("SCALPING_RETRAIN_DAYS"), description="collected days a retrain trains on"
     )

@@ -41,6 +41,7 @@ def test_definitions_hold_every_asset_check_job_and_schedule():
         "prediction_log",
         "live_performance",
         "drift_report",
+        "paper_parity",
     }
     assert defs.resolve_job_def("serving_job").asset_layer.executable_asset_keys == {dg.AssetKey("onnx_model")}
     assert set(defs.resolve_job_def("evaluation_job").asset_layer.executable_asset_keys) >= {
@@ -55,7 +56,7 @@ def test_definitions_hold_every_asset_check_job_and_schedule():
         "dataset_splits_disjoint",
         "dataset_class_balance",
     }
-    for job in ("ticks_job", "features_job"):
+    for job in ("ticks_job", "features_job", "paper_parity_job"):
         assert defs.resolve_job_def(job).partitions_def == TICK_PARTITIONS
     for job in ("dataset_job", "models_job", "evaluation_job", "serving_job"):
         assert defs.resolve_job_def(job).partitions_def == DATASETS, f"{job} runs one dataset at a time"

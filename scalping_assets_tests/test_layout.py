@@ -4,7 +4,7 @@ import ast
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DOMAIN = ("market", "features", "models", "backtest")
+DOMAIN = ("market", "features", "models", "backtest", "monitoring", "trading")
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -297,47 +297,21 @@ def trade_frame(
     reason: np.ndarray,
     sides: np.ndarray,
 ) -> pd.DataFrame:
-    """One row per trade: times, fills, reason, gross/net P&L and what each cost took.
-
-    `pnl_gross` is the trade's P&L before the instrument's costs (a Rise/Fall contract's at a fair
-    even-money payout); `commission` is the multiplier's commission, the Rise/Fall house margin (the
-    payout short of twice the stake on a win, the stake on an equal quote) or the legacy per-trade fee;
-    `loss_beyond_stake` is the loss a multiplier's stop-out spared (a gap through the stake)."""
-    terms = path.terms(config)
-    side = sides.astype(np.float64)
-    entry_quote, exit_quote = path.quotes[fill], path.quotes[exit_]
-    zero = np.zeros(len(fill))
-    extra = {}
-    if terms.instrument in ("spread", "cfd"):
-        slip = (terms.slippage_pips + terms.slippage_sigma * np.nan_to_num(path.sigma[fill])) * path.pip
-        half_spread = terms.spread_pips / 2 * path.pip
-
-        def pnl(entry_cost: np.ndarray | float, exit_cost: np.ndarray | float) -> np.ndarray:
-            return terms.stake * side * ((exit_quote - side * exit_cost) / (entry_quote + side * entry_cost) - 1)
-
-        gross = pnl(0.0, 0.0)
-        after_spread = pnl(half_spread, half_spread)
-        after_slippage = pnl(half_spread + slip, half_spread + slip)
-        entry_price, exit_price = entry_quote + side * (half_spread + slip), exit_quote - side * (half_spread + slip)
-        spread_cost, slippage_cost = gross - after_spread, after_spread - after_slippage
-        commission, net, spared = np.full(len(fill), terms.commission), after_slippage - terms.commission, zero
-    elif terms.instrument == "multiplier":
-        gross = terms.notional * side * (exit_quote - entry_quote) / entry_quote
-        commission = np.full(len(fill), terms.commission)
-        net = np.maximum(gross - commission, -terms.stake)  # bid_price = max(0, stake + profit)
-        spared = net - (gross - commission)
-        entry_price, exit_price, spread_cost, slippage_cost = entry_quote, exit_quote, zero, zero
-        # The limit orders that close the trade at its barriers (the configured amounts with unit money).
-        extra = {
-            "take_profit_amount": terms.notional * path.tp[fill] / path.k[fill] - terms.commission,
-            "stop_loss_amount": terms.notional * path.sl[fill] / path.k[fill] + terms.commission,
-        }
-    else:  # rise_fall
-        move = side * (exit_quote - entry_quote)
-        gross = terms.stake * np.sign(move)
-        net = np.where(move > 0, (terms.payout_ratio - 1) * terms.stake, -terms.stake)
-        commission = gross - net
-        entry_price, exit_price, spread_cost, slippage_cost, spared = entry_quote, exit_quote, zero, zero, zero
+    """One row per trade: times, fills, reason, gross/net P&L and what each cost took (`trade_columns`)."""
+    columns = trade_columns(
+        path.terms(config),
+        path.pip,
+        sides,
+        entry_quote=path.quotes[fill],
+        exit_quote=path.quotes[exit_],
+        k_entry=path.k[fill],
+        k_exit=path.k[exit_],
+        sigma_entry=path.sigma[fill],
+        tp_entry=path.tp[fill],
+        sl_entry=path.sl[fill],
+    )
+    amounts = {name: columns.pop(name) for name in ("take_profit_amount", "stop_loss_amount") if name in columns}
+    entry_price, exit_price = columns.pop("entry_price"), columns.pop("exit_price")
     return pd.DataFrame(
         {
             "symbol": path.symbol,
@@ -350,18 +324,79 @@ def trade_frame(
             "entry_price": entry_price,
             "exit_price": exit_price,
             "reason": pd.Categorical.from_codes(reason, REASONS),
-            "pips_gross": side * (path.k[exit_] - path.k[fill]),
-            "pnl_gross": gross,
-            "spread_cost": spread_cost,
-            "slippage_cost": slippage_cost,
-            "commission": commission,
-            "loss_beyond_stake": spared,
-            "pnl_net": net,
+            **columns,
             "hold_ticks": exit_ - fill,
             "hold_seconds": path.epochs[exit_] - path.epochs[fill],
-            **extra,
+            **amounts,
         }
     )
+
+
+def trade_columns(
+    terms: Terms,
+    pip: float,
+    sides: np.ndarray,
+    *,
+    entry_quote: np.ndarray,
+    exit_quote: np.ndarray,
+    k_entry: np.ndarray,
+    k_exit: np.ndarray,
+    sigma_entry: np.ndarray,
+    tp_entry: np.ndarray,
+    sl_entry: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """What trades pay, from their entry and exit (arrays, one entry per trade): the columns of
+    `trade_frame` after the times, and what the batch engine and the incremental one both use.
+
+    `pnl_gross` is the trade's P&L before the instrument's costs (a Rise/Fall contract's at a fair
+    even-money payout); `commission` is the multiplier's commission, the Rise/Fall house margin (the
+    payout short of twice the stake on a win, the stake on an equal quote) or the legacy per-trade fee;
+    `loss_beyond_stake` is the loss a multiplier's stop-out spared (a gap through the stake)."""
+    side = sides.astype(np.float64)
+    zero = np.zeros(len(side))
+    extra = {}
+    if terms.instrument in ("spread", "cfd"):
+        slip = (terms.slippage_pips + terms.slippage_sigma * np.nan_to_num(sigma_entry)) * pip
+        half_spread = terms.spread_pips / 2 * pip
+
+        def pnl(entry_cost: np.ndarray | float, exit_cost: np.ndarray | float) -> np.ndarray:
+            return terms.stake * side * ((exit_quote - side * exit_cost) / (entry_quote + side * entry_cost) - 1)
+
+        gross = pnl(0.0, 0.0)
+        after_spread = pnl(half_spread, half_spread)
+        after_slippage = pnl(half_spread + slip, half_spread + slip)
+        entry_price, exit_price = entry_quote + side * (half_spread + slip), exit_quote - side * (half_spread + slip)
+        spread_cost, slippage_cost = gross - after_spread, after_spread - after_slippage
+        commission, net, spared = np.full(len(side), terms.commission), after_slippage - terms.commission, zero
+    elif terms.instrument == "multiplier":
+        gross = terms.notional * side * (exit_quote - entry_quote) / entry_quote
+        commission = np.full(len(side), terms.commission)
+        net = np.maximum(gross - commission, -terms.stake)  # bid_price = max(0, stake + profit)
+        spared = net - (gross - commission)
+        entry_price, exit_price, spread_cost, slippage_cost = entry_quote, exit_quote, zero, zero
+        # The limit orders that close the trade at its barriers (the configured amounts with unit money).
+        extra = {
+            "take_profit_amount": terms.notional * tp_entry / k_entry - terms.commission,
+            "stop_loss_amount": terms.notional * sl_entry / k_entry + terms.commission,
+        }
+    else:  # rise_fall
+        move = side * (exit_quote - entry_quote)
+        gross = terms.stake * np.sign(move)
+        net = np.where(move > 0, (terms.payout_ratio - 1) * terms.stake, -terms.stake)
+        commission = gross - net
+        entry_price, exit_price, spread_cost, slippage_cost, spared = entry_quote, exit_quote, zero, zero, zero
+    return {
+        "entry_price": entry_price,
+        "exit_price": exit_price,
+        "pips_gross": side * (k_exit - k_entry),
+        "pnl_gross": gross,
+        "spread_cost": spread_cost,
+        "slippage_cost": slippage_cost,
+        "commission": commission,
+        "loss_beyond_stake": spared,
+        "pnl_net": net,
+        **extra,
+    }
 
 
 @dataclass

@@ -1,0 +1,344 @@
+"""`scalping paper`: the champion trades the live tick stream on paper, with the backtest's own rules.
+
+Per symbol the champion is cleared for, every tick goes: streaming features (`FeatureState`, equal
+to the training's batch features) -> the bundle's ONNX graphs in process -> the incremental engine
+(`backtest.incremental`, equal to the batch engine bit for bit) -> the brokers (the paper broker
+always; a Deriv virtual account when asked) -> the journal, in one transaction with the symbol's
+checkpoint. Predictions are made **in process** from the bundle by default, not through the service's
+WebSocket: one process then owns a tick from its arrival to its decision (no second queue whose
+backlog would delay decisions unseen), the latency measured is the trader's own, and the paper
+trader keeps trading while the service restarts or rolls out a new version.
+
+Ticks come from one connection for all symbols. On every (re)connection each symbol subscribes
+first, then reads Deriv's history from its checkpoint (or, on a first start, the feature warm-up
+before its first live tick) and plays it before the live ticks that queued meanwhile: the same ticks
+in the same order whatever the connection did, each once (epochs increase strictly). Ticks replayed
+from history trade on paper (the engine must see them to stay equal to the batch replay), but no
+venue order is sent for a tick older than `live_lag_s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from serving.bundle import OnnxPredictor
+from serving.registry import BundleRegistry
+
+from ..backtest.engine import ExecutionConfig
+from ..backtest.incremental import IncrementalEngine, Step
+from ..features import registry as R
+from ..market.deriv_client import ConnectionLost, DerivAPIError, DerivClient
+from ..market.symbols import get_symbol
+from ..models.tracking import CHAMPION
+from ..monitoring.live import load_served_version
+from ..settings import Settings
+from .broker import Broker, BrokerError, Fill, Order, PaperBroker
+from .journal import Journal
+
+log = logging.getLogger(__name__)
+
+
+class PaperMetrics:
+    """Prometheus metrics of one trader (their own registry: a test may run several traders)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.ticks = Counter("scalping_paper_ticks", "ticks processed", ["symbol"], registry=self.registry)
+        self.signals = Counter("scalping_paper_signals", "ticks with an entry signal", ["symbol"], registry=self.registry)
+        self.trades = Counter("scalping_paper_trades", "positions closed", ["broker"], registry=self.registry)
+        self.open_positions = Gauge("scalping_paper_open_positions", "open positions", ["symbol"], registry=self.registry)
+        self.pnl = Gauge(
+            "scalping_paper_pnl", "net P&L since the journal began, account currency", ["broker"], registry=self.registry
+        )
+        self.decision_seconds = Histogram(
+            "scalping_paper_tick_to_decision_seconds",
+            "from a tick's arrival to the engine's decision (features, model, engine)",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
+            registry=self.registry,
+        )
+
+
+@dataclass
+class SymbolTrader:
+    """One symbol's features, model window and engine, and where its ticks stand."""
+
+    symbol: str
+    engine: IncrementalEngine
+    features: object  # FeatureState
+    rows: deque
+    first_epoch: int | None  # the first tick traded on (None: not started yet)
+    last_epoch: int | None  # the last tick traded on (the journal's checkpoint)
+    interval_s: int
+    fed_epoch: int | None = None  # the last tick the features saw in this process
+    queue: deque = field(default_factory=deque)  # live ticks not processed yet
+
+
+@dataclass
+class PaperStats:
+    ticks: int = 0
+    replayed: int = 0
+    signals: int = 0
+    fills: dict[str, int] = field(default_factory=dict)
+    pnl: dict[str, float] = field(default_factory=dict)
+    reconnects: int = 0
+    decision_ms: list[float] = field(default_factory=list)
+
+
+class PaperTrader:
+    def __init__(
+        self,
+        predictor: OnnxPredictor,
+        execution: ExecutionConfig,
+        journal: Journal,
+        url: str,
+        symbols: list[str],
+        brokers: list[Broker] = (),
+        *,
+        live_lag_s: float = 5.0,
+        progress_interval_s: float = 30.0,
+        metrics: PaperMetrics | None = None,
+    ):
+        self.predictor, self.execution, self.journal, self.url = predictor, execution, journal, url
+        self.version = predictor.version
+        self.model = predictor.registered_model
+        self.paper = PaperBroker()
+        self.venues = list(brokers)  # brokers besides paper: orders go to them at the signal tick
+        self.live_lag_s = live_lag_s
+        self.progress_interval_s = progress_interval_s
+        self.metrics = metrics or PaperMetrics()
+        self.stats = PaperStats()
+        self.traders: dict[str, SymbolTrader] = {}
+        manifest = predictor.manifest
+        refused = [s for s in symbols if s not in manifest.symbols or not manifest.cleared(s)]
+        if refused:
+            raise ValueError(
+                f"{', '.join(refused)}: not cleared by the promotion gate for {self.model} v{self.version} "
+                f"(cleared: {', '.join(manifest.cleared_symbols or manifest.symbols)})"
+            )
+        for symbol in symbols:
+            spec = get_symbol(symbol)
+            saved = journal.checkpoint(symbol)
+            state = saved[2] if saved else None
+            engine = IncrementalEngine(symbol, spec.pip_size, execution, state=state)
+            self.traders[symbol] = SymbolTrader(
+                symbol,
+                engine,
+                predictor.feature_state(symbol),
+                deque(maxlen=manifest.window),
+                saved[0] if saved else None,
+                saved[1] if saved else None,
+                spec.tick_interval_s or 1,
+            )
+        names = [self.paper.name, *(b.name for b in self.venues)]
+        self.session = journal.start_session(self.model, self.version, symbols, execution.model_dump_json(), names)
+        self._venue_orders: dict[str, dict[str, Order]] = {b.name: {} for b in self.venues}
+
+    # -- one tick ---------------------------------------------------------------------------------
+
+    async def process(self, t: SymbolTrader, epoch: int, quote: float, arrived: float, live: bool) -> Step:
+        """Features, model and engine at one tick; its venue orders (`live` ticks only, not history
+        replayed); its journal transaction with the symbol's checkpoint."""
+        t.rows.append(t.features.update(epoch, quote))
+        t.fed_epoch = epoch
+        trading = t.first_epoch is not None and epoch >= t.first_epoch
+        proba = None
+        if trading and len(t.rows) == t.rows.maxlen and np.isfinite(t.rows[0]).all():
+            proba = self.predictor.predict(np.stack(t.rows)[None], t.symbol)[0]
+        # The engine sees every tick, the warm-up included (its sigma window), and trades from the first.
+        step = t.engine.on_tick(epoch, quote, proba)
+        decided = time.perf_counter()
+        if trading:
+            self.metrics.decision_seconds.observe(decided - arrived)
+            self.stats.decision_ms.append((decided - arrived) * 1e3)
+        placed = await self._venues(step, live)
+        for position in step.entries:
+            await self.paper.open(t.engine.order(position.order_id, position.signal_epoch, position.side))
+        for trade in step.trades:
+            await self.paper.close(t.engine.order(trade["order_id"], trade["signal_epoch"], trade["side"]), trade)
+        trades = {trade["order_id"]: trade for trade in step.trades}
+        counted = []
+        with self.journal.transaction() as c:
+            if step.side and proba is not None:
+                self.journal.signal(c, t.symbol, epoch, self.version, step.side, proba)
+            for position in step.entries:
+                order = t.engine.order(position.order_id, position.signal_epoch, position.side)
+                self.journal.order(c, self.paper.name, order, "filled")
+                status = "late" if order.id in step.late else "filled"
+                self.journal.order_status(c, self.paper.name, order.id, status, entry_epoch=epoch)
+            for broker, sent in placed.items():
+                for order, contract_id in sent.values():
+                    self.journal.order(c, broker, order, "placed", contract_id)
+                for order_id, why in step.rejected:
+                    if order_id in sent:
+                        self.journal.order_status(c, broker, order_id, "rejected", why=why)
+            for fill in self.paper.fills():
+                if self.journal.fill(c, fill, trades[fill.order_id]):
+                    counted.append(fill)
+            if trading:
+                state = t.engine.snapshot()
+                self.journal.save_checkpoint(c, t.symbol, self.model, self.version, t.first_epoch, epoch, state)
+        t.last_epoch = epoch
+        self.stats.ticks += 1
+        self.stats.signals += step.side != 0 and proba is not None
+        self.metrics.ticks.labels(t.symbol).inc()
+        if step.side and proba is not None:
+            self.metrics.signals.labels(t.symbol).inc()
+        self.metrics.open_positions.labels(t.symbol).set(len(t.engine.open_positions))
+        for fill in counted:
+            self._add_fill(fill)
+        return step
+
+    async def _venues(self, step: Step, live: bool) -> dict[str, dict[str, tuple[Order, str]]]:
+        """Send this tick's orders (live ticks only) and closes to the venue brokers; per broker, the
+        (order, contract id) of each order placed."""
+        placed: dict[str, dict[str, tuple[Order, str]]] = {}
+        for broker in self.venues:
+            mine = self._venue_orders[broker.name]
+            sent = placed.setdefault(broker.name, {})
+            for order in step.orders if live else []:
+                try:
+                    sent[order.id] = (order, await broker.open(order))
+                    mine[order.id] = order
+                except BrokerError as exc:
+                    log.warning("%s: %s", broker.name, exc)
+            for trade in step.trades:
+                if (order := mine.pop(trade["order_id"], None)) is not None:
+                    await broker.close(order, trade)
+            for order_id, _ in step.rejected:  # placed at its signal, not filled by the engine: sell it
+                if (order := mine.pop(order_id, None)) is not None:
+                    await broker.close(order, {"order_id": order_id, "reason": "timeout"})
+        return placed
+
+    def _add_fill(self, fill: Fill) -> None:
+        self.stats.fills[fill.broker] = self.stats.fills.get(fill.broker, 0) + 1
+        self.stats.pnl[fill.broker] = self.stats.pnl.get(fill.broker, 0.0) + fill.pnl
+        self.metrics.trades.labels(fill.broker).inc()
+        self.metrics.pnl.labels(fill.broker).set(self.stats.pnl[fill.broker])
+
+    def collect_venue_fills(self) -> None:
+        for broker in self.venues:
+            for fill in broker.fills():
+                with self.journal.transaction() as c:
+                    if self.journal.fill(c, fill):
+                        self._add_fill(fill)
+
+    # -- the feed ---------------------------------------------------------------------------------
+
+    def _warmup_seconds(self, t: SymbolTrader) -> int:
+        return warmup_seconds(self.predictor, t.symbol)
+
+    def _on_tick(self, tick: dict) -> None:
+        t = self.traders.get(tick.get("symbol"))
+        if t is not None:
+            t.queue.append((int(tick["epoch"]), float(tick["quote"]), time.perf_counter()))
+
+    async def _catch_up(self, client: DerivClient, t: SymbolTrader, timeout_s: float = 60.0) -> None:
+        """Play the history from where the symbol stands up to its first queued live tick.
+
+        A first start reads the features' warm-up before that tick and trades from it; a restart
+        warms the features on the ticks up to its checkpoint (the engine's state is the journal's)
+        and trades every tick after it; a reconnection reads only the ticks it missed."""
+        deadline = time.monotonic() + timeout_s
+        while not t.queue:
+            if time.monotonic() > deadline:
+                raise ConnectionLost(f"{t.symbol}: no live tick within {timeout_s:.0f} s of subscribing")
+            await asyncio.sleep(0.01)
+        first_live = t.queue[0][0]
+        if t.first_epoch is None:
+            t.first_epoch = first_live
+            start = first_live - self._warmup_seconds(t)
+        elif t.fed_epoch is None:  # a restart
+            start = t.last_epoch - self._warmup_seconds(t)
+        else:
+            start = t.fed_epoch + 1
+        if start >= first_live:
+            return
+        history = await client.ticks_history(t.symbol, start, first_live - 1)
+        for epoch, quote in zip(history["epoch"].tolist(), history["quote"].tolist(), strict=True):
+            if t.fed_epoch is not None and epoch <= t.fed_epoch:
+                continue
+            if t.last_epoch is not None and epoch <= t.last_epoch:
+                t.rows.append(t.features.update(epoch, quote))  # traded before the restart: features only
+                t.fed_epoch = epoch
+                continue
+            await self.process(t, epoch, quote, time.perf_counter(), live=False)
+            self.stats.replayed += 1
+
+    async def _drain(self, t: SymbolTrader) -> None:
+        while t.queue:
+            epoch, quote, arrived = t.queue.popleft()
+            if t.fed_epoch is not None and epoch <= t.fed_epoch:
+                continue  # history played it
+            await self.process(t, epoch, quote, arrived, live=True)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        async with DerivClient(self.url, on_tick=self._on_tick) as client:
+            for t in self.traders.values():
+                t.queue.clear()
+                await client.subscribe_ticks(t.symbol)
+            for t in self.traders.values():
+                await self._catch_up(client, t)
+            last_progress = time.monotonic()
+            while not stop.is_set():
+                if client.closed.is_set():
+                    raise ConnectionLost("connection closed")
+                for t in self.traders.values():
+                    await self._drain(t)
+                self.collect_venue_fills()
+                if time.monotonic() - last_progress >= self.progress_interval_s:
+                    log.info(self.progress())
+                    last_progress = time.monotonic()
+                await asyncio.sleep(0.002)
+            for t in self.traders.values():
+                await self._drain(t)
+            self.collect_venue_fills()
+
+    async def run(self, stop: asyncio.Event, max_reconnects: int = 100) -> PaperStats:
+        """Trade until `stop` is set; reconnects (with back-off) when the connection fails."""
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+            except (ConnectionLost, TimeoutError, OSError, DerivAPIError) as exc:
+                attempt += 1
+                self.stats.reconnects += 1
+                if attempt > max_reconnects:
+                    raise
+                log.warning("paper: %s; reconnecting (%d)", exc, attempt)
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
+        return self.stats
+
+    def progress(self) -> str:
+        open_now = sum(len(t.engine.open_positions) for t in self.traders.values())
+        p99 = np.percentile(self.stats.decision_ms[-10_000:], 99) if self.stats.decision_ms else math.nan
+        pnl = ", ".join(f"{b} {self.stats.fills.get(b, 0)} trades {v:+.2f}" for b, v in sorted(self.stats.pnl.items()))
+        return (
+            f"paper {self.model} v{self.version}: {self.stats.ticks:,} ticks ({self.stats.replayed:,} from history), "
+            f"{self.stats.signals:,} signals, {open_now} open, {pnl or 'no trade yet'}; decision p99 {p99:.2f} ms"
+        )
+
+
+def warmup_seconds(predictor: OnnxPredictor, symbol: str) -> int:
+    """History a first start reads before its first live tick (and the parity replay before the
+    session): the features' look-back and one model window, with room for skipped epochs."""
+    ticks = predictor.manifest.min_ticks + R.WARMUP_TICKS // 10 + 200
+    return int(ticks * (get_symbol(symbol).tick_interval_s or 1) * 1.2)
+
+
+def champion(settings: Settings, model: str | None = None) -> tuple[OnnxPredictor, ExecutionConfig]:
+    """The champion's bundle (fetched to the bundle cache) and the execution of its backtest."""
+    registry = BundleRegistry(settings.mlflow_uri(), settings.bundle_cache_dir())
+    name = model or settings.model or registry.default_model_name()
+    version = registry.resolve(name, CHAMPION)
+    if version is None:
+        raise LookupError(f"{name} has no champion: run the promotion gate (the champion asset) first")
+    predictor = OnnxPredictor(registry.fetch(name, version), registered=(name, version))
+    return predictor, load_served_version(registry.tracker, name, version).execution

@@ -1,0 +1,186 @@
+"""`scalping paper` on the local Deriv server: killed with SIGKILL while positions are open and started
+again, it loses no trade and counts none twice; the journal then equals the batch replay of the same
+ticks trade for trade (the parity asset's figures at 100 %); its metrics and progress say so."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, date, datetime
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from scalping_assets.assets.trading import PaperJournalResource, daily_paper_parity_schedule, paper_parity
+from scalping_assets.backtest.engine import ExecutionConfig
+from scalping_assets.backtest.incremental import EngineState
+from scalping_assets.market.simulator import day_start_epoch
+from scalping_assets.market.store import TickStore
+from scalping_assets.partitions import tick_partition
+from scalping_assets.resources import MLflowResource, RecordIOManager, TickStoreResource
+from scalping_assets.testing.fake_deriv import FakeDerivServer, ServerThread
+from scalping_assets.trading import journal as J
+from scalping_assets.trading.journal import Journal
+from scalping_assets.trading.paper import PaperTrader, warmup_seconds
+from scalping_assets.trading.parity import day_parity, replay_start
+from serving.bundle import OnnxPredictor
+
+SYMBOL = "SIG_AR1"
+DAY = date(2026, 1, 3)  # the day after the models' training day
+START = day_start_epoch(DAY) + 3 * 3600
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+SCALE = 40  # server seconds per wall second
+# Long holds and two slots: a position is open most of the time, so the kill falls on one.
+EXECUTION = ExecutionConfig(min_confidence=0.4, max_positions=2, max_hold_ticks=25, take_profit=2, stop_loss=3)
+
+
+def _pandas(journal: Journal):
+    return {name: journal.read(table) for name, table in (("signals", J.signals), ("fills", J.fills), ("orders", J.orders))}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(condition, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} within {timeout_s:.0f} s")
+        time.sleep(0.2)
+
+
+def test_killed_and_restarted_the_paper_trader_loses_no_trade_and_counts_none_twice(served_models, tmp_path):
+    bundle = served_models.export("xgboost").folder
+    predictor = OnnxPredictor(bundle)
+    (tmp_path / "execution.json").write_text(EXECUTION.model_dump_json())
+    url = f"sqlite:///{tmp_path / 'journal.sqlite'}"
+    server = FakeDerivServer(seed=7, start=START, time_scale=SCALE, strict=True)
+    with ServerThread(server) as thread:
+        command = [sys.executable, "-m", "scalping_assets.cli", "paper", "--bundle", str(bundle)]
+        command += ["--execution", str(tmp_path / "execution.json"), "--url", thread.url, "--symbols", SYMBOL]
+        command += ["--journal", url, "--data-dir", str(tmp_path), "--progress-interval", "1"]
+        first = subprocess.Popen([*command, "--duration", "300"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        journal = Journal(url)
+        try:
+
+            def trading_with_an_open_position() -> bool:
+                saved = journal.checkpoint(SYMBOL)
+                return saved is not None and bool(saved[2].positions) and len(journal.read(J.fills)) >= 5
+
+            _wait(trading_with_an_open_position, 180, "the first process did not trade with a position open")
+        finally:
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(10)
+        _, killed_at, state, _ = journal.checkpoint(SYMBOL)
+        open_at_kill = {p.order_id for p in state.positions}
+        fills_at_kill = len(journal.read(J.fills))
+        time.sleep(2)  # about 80 server ticks go by with no trader running
+        port = _free_port()
+        second = subprocess.Popen(
+            [*command, "--duration", "10", "--metrics-port", str(port)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        _wait(lambda: journal.checkpoint(SYMBOL)[1] > killed_at + 200, 120, "the second process did not trade on")
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        out, _ = second.communicate(timeout=120)
+        assert second.returncode == 0, out[-3000:]
+        first_epoch, last_epoch, _, _ = journal.checkpoint(SYMBOL)
+        epochs, quotes = server.between(
+            SYMBOL, replay_start(first_epoch, first_epoch, warmup_seconds(predictor, SYMBOL)), last_epoch
+        )
+    assert server.schema_violations == []
+    assert "from history" in out and "stopped: paper" in out
+    assert f'scalping_paper_ticks_total{{symbol="{SYMBOL}"}}' in metrics
+    assert "scalping_paper_tick_to_decision_seconds_bucket" in metrics
+
+    rows = _pandas(journal)
+    fills = rows["fills"]
+    assert fills_at_kill < len(fills[fills["broker"] == "paper"])
+    assert open_at_kill <= set(fills["order_id"]), "a position open at the kill was never closed"
+    # The ticks missed while nothing ran were traded from history, so the journal has no hole: it is
+    # the batch replay of every tick from the first, trade for trade and signal for signal.
+    ticks = pd.DataFrame({"epoch": epochs, "quote": quotes})
+    parity = day_parity(
+        predictor, EXECUTION, SYMBOL, ticks, first_epoch, (first_epoch, last_epoch + 1), rows["signals"], fills, rows["orders"]
+    )
+    f = parity.figures
+    assert f["trades_backtest"] >= 20, f
+    assert f["signal_match"] == 1.0 and f["trade_match"] == 1.0, parity.mismatches[:5]
+    # Each trade's P&L equal to the bit; the sums differ only by their order of addition.
+    assert f["abs_pnl_diff_max"] == 0.0 and f["pnl_ratio"] == pytest.approx(1.0, rel=1e-12)
+    assert [m for m in parity.mismatches] == []
+    print(json.dumps(f, indent=1, default=float))
+
+    # The same through the paper_parity asset, as the Dagster UI runs it: ticks from the store, the
+    # version's bundle from MLflow, the execution from the journal's session.
+    store = TickStore(tmp_path / "ticks")
+    store.write_day(SYMBOL, DAY, ticks[ticks["epoch"] >= day_start_epoch(DAY)])
+    resources = {
+        "tick_store": TickStoreResource(root=str(tmp_path / "ticks")),
+        "mlflow_store": MLflowResource(
+            tracking_uri=served_models.tracker.tracking_uri, artifact_root=str(served_models.root / "artifacts")
+        ),
+        "paper_journal": PaperJournalResource(url=url, bundle_cache=str(tmp_path / "cache")),
+        "records": RecordIOManager(root=str(tmp_path / "records")),
+    }
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [paper_parity], partition_key=tick_partition(DAY.isoformat(), SYMBOL), resources=resources, instance=instance,
+            run_config=QUIET,
+        )  # fmt: skip
+    assert result.success
+    record = result.asset_value("paper_parity")
+    assert record.figures["trade_match"] == 1.0 and record.figures["pnl_ratio"] == pytest.approx(1.0, rel=1e-12)
+    check = result.get_asset_check_evaluations()[0]
+    assert check.passed and "0 mismatches, 0 unexplained" in check.description
+
+
+def test_the_paper_trader_reports_its_metrics_and_refuses_a_symbol_the_gate_did_not_clear(served_models, tmp_path):
+    predictor = OnnxPredictor(served_models.export("xgboost").folder)
+    journal = Journal(f"sqlite:///{tmp_path / 'j.sqlite'}")
+    with pytest.raises(ValueError, match="R_100: not cleared by the promotion gate"):
+        PaperTrader(predictor, EXECUTION, journal, "ws://127.0.0.1:9", ["R_100"])
+    server = FakeDerivServer(seed=7, start=START, time_scale=SCALE)
+    with ServerThread(server) as thread:
+        trader = PaperTrader(predictor, EXECUTION, journal, thread.url, [SYMBOL], progress_interval_s=0.5)
+
+        async def run():
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(6, stop.set)
+            return await trader.run(stop)
+
+        stats = asyncio.run(run())
+    assert stats.ticks > stats.replayed > 1_000  # the warm-up from history, then live ticks
+    value = trader.metrics.registry.get_sample_value
+    assert value("scalping_paper_ticks_total", {"symbol": SYMBOL}) == stats.ticks
+    assert value("scalping_paper_tick_to_decision_seconds_count") > 100
+    assert value("scalping_paper_trades_total", {"broker": "paper"}) == stats.fills.get("paper", 0) > 0
+    assert "signals" in trader.progress() and "decision p99" in trader.progress()
+
+
+def test_the_daily_parity_schedule_requests_each_symbol_the_journal_traded_that_day(tmp_path):
+    url = f"sqlite:///{tmp_path / 'j.sqlite'}"
+    journal = Journal(url)
+    with journal.transaction() as c:
+        journal.save_checkpoint(c, SYMBOL, "m", "1", START, START + 7_200, EngineState())
+        journal.save_checkpoint(c, "R_100", "m", "1", START - 5 * 86_400, START - 4 * 86_400, EngineState())
+    resources = {"paper_journal": PaperJournalResource(url=url)}
+
+    def requests(at: datetime):
+        with dg.build_schedule_context(scheduled_execution_time=at, resources=resources) as context:
+            return daily_paper_parity_schedule(context)
+
+    [request] = requests(datetime(2026, 1, 4, 0, 45, tzinfo=UTC))
+    assert request.partition_key == tick_partition(DAY.isoformat(), SYMBOL)
+    assert "no trading on 2026-01-05" in requests(datetime(2026, 1, 6, 0, 45, tzinfo=UTC)).skip_message
