@@ -130,7 +130,6 @@ class Journal:
                 cursor.close()
 
         metadata.create_all(self.engine)
-        self._equity: dict[str, tuple[int, float]] = {}  # broker -> (fills so far, equity)
 
     def _insert(self, table: sa.Table):
         """INSERT that leaves an existing key alone (a fill or order reported again)."""
@@ -234,10 +233,9 @@ class Journal:
         inserted = c.execute(self._insert(fills).values(**row)).rowcount
         if not inserted:
             return False
-        seq, value = self._equity.get(fill.broker) or self._equity_of(c, fill.broker)
-        seq, value = seq + 1, value + fill.pnl
-        c.execute(equity.insert().values(broker=fill.broker, seq=seq, epoch=fill.exit_epoch, equity=value))
-        self._equity[fill.broker] = (seq, value)
+        # Read in the same transaction (fills are rare): a cached figure could run ahead of a rolled-back one.
+        seq, value = self._equity_of(c, fill.broker)
+        c.execute(equity.insert().values(broker=fill.broker, seq=seq + 1, epoch=fill.exit_epoch, equity=value + fill.pnl))
         return True
 
     def _equity_of(self, c: sa.Connection, broker: str) -> tuple[int, float]:
@@ -245,10 +243,6 @@ class Journal:
             sa.select(equity.c.seq, equity.c.equity).where(equity.c.broker == broker).order_by(equity.c.seq.desc()).limit(1)
         ).first()
         return (0, self.capital) if row is None else (int(row[0]), float(row[1]))
-
-    def forget_equity_cache(self) -> None:
-        """After a rolled-back transaction the cached equity may be ahead of the database."""
-        self._equity.clear()
 
     # -- reading back -----------------------------------------------------------------------------
 
