@@ -214,7 +214,11 @@ def paper(args: argparse.Namespace) -> int:
         predictor = OnnxPredictor(args.bundle)
         execution = ExecutionConfig.model_validate_json(Path(args.execution).read_text())
     else:
-        predictor, execution = champion(settings, args.model)
+        try:
+            predictor, execution = champion(settings, args.model)
+        except LookupError as exc:  # no champion yet, or its bundle was never exported
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     manifest = predictor.manifest
     cleared = [s for s in manifest.symbols if manifest.cleared(s)]
     names = _symbols(args.symbols) if args.symbols else [s for s in cleared if s in settings.symbols] or cleared

@@ -303,6 +303,7 @@ class PaperTrader:
 
     async def run(self, stop: asyncio.Event, max_reconnects: int = 100) -> PaperStats:
         """Trade until `stop` is set; reconnects (with back-off) when the connection fails."""
+        await self.resume_venues()
         attempt = 0
         while not stop.is_set():
             try:
@@ -315,6 +316,16 @@ class PaperTrader:
                 log.warning("paper: %s; reconnecting (%d)", exc, attempt)
                 await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
         return self.stats
+
+    async def resume_venues(self) -> None:
+        """Follow again the venue positions the journal holds open (placed before a restart)."""
+        for broker in self.venues:
+            for row in self.journal.open_orders(broker.name).itertuples():
+                if row.contract_id:
+                    await broker.resume(row.order_id, row.contract_id)
+                    self._venue_orders[broker.name][row.order_id] = Order.model_validate_json(row.order)
+                else:
+                    log.warning("%s: order %s was never confirmed by the venue; check its portfolio", broker.name, row.order_id)
 
     def progress(self) -> str:
         open_now = sum(len(t.engine.open_positions) for t in self.traders.values())
