@@ -201,6 +201,7 @@ def paper(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from scalping_assets.backtest.engine import ExecutionConfig
+    from scalping_assets.trading.broker import BrokerError
     from scalping_assets.trading.journal import Journal, default_url
     from scalping_assets.trading.paper import PaperTrader, champion
     from serving.bundle import OnnxPredictor
@@ -242,11 +243,15 @@ def paper(args: argparse.Namespace) -> int:
     async def run(stop: asyncio.Event) -> None:
         for broker in brokers:
             await broker.connect()
-        await trader.run(stop)
+        try:
+            await trader.run(stop)
+        finally:
+            for broker in brokers:
+                await broker.disconnect()
 
     try:
         until_stopped(run, args.duration)
-    except DerivAPIError as exc:
+    except (DerivAPIError, BrokerError) as exc:  # a bad token, a real account without the flag
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"stopped: {trader.progress()}", flush=True)

@@ -61,6 +61,8 @@ def test_a_checkpoint_survives_and_a_broken_transaction_writes_nothing(url):
     with journal.transaction() as c:
         journal.save_checkpoint(c, "R_100", "m", "3", 400, 500, state)
         journal.order(c, "deriv", order, "placed", "contract-1")
+    with journal.transaction() as c:
+        journal.fill(c, _fill("R_100-400", 2.0, broker="deriv"))
     with pytest.raises(RuntimeError, match="killed"), journal.transaction() as c:
         journal.save_checkpoint(c, "R_100", "m", "3", 400, 501, EngineState(ticks=13, last_epoch=501))
         journal.fill(c, _fill("R_100-500", 1.0, broker="deriv"))
@@ -68,7 +70,10 @@ def test_a_checkpoint_survives_and_a_broken_transaction_writes_nothing(url):
     first, last, restored, version = Journal(url).checkpoint("R_100")
     assert (first, last, version) == (400, 500, "3")
     assert restored == state
-    assert journal.read(J.fills).empty
+    assert journal.read(J.fills)["order_id"].tolist() == ["R_100-400"]
+    with journal.transaction() as c:  # the equity the rolled-back fill added is gone from the cache too
+        journal.fill(c, _fill("R_100-401", 1.0, broker="deriv"))
+    assert journal.read(J.equity, broker="deriv").sort_values("seq")["equity"].tolist() == [10_002.0, 10_003.0]
     open_orders = journal.open_orders("deriv")
     assert open_orders[["order_id", "contract_id", "status"]].values.tolist() == [["R_100-500", "contract-1", "placed"]]
     with sa.create_engine(url).connect() as c:  # one schema on both databases

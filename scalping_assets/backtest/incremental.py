@@ -15,10 +15,11 @@ for bit (`test_incremental_engine.py` holds the two equal over every instrument,
   stop-out, or the timeout, with the same float arithmetic as the compiled loop (`engine._exit_of`);
 - what a trade pays from `engine.trade_columns`, the function the batch engine uses.
 
-A signal is also an `Order` for a venue's broker when a slot is free at the signal tick (after its
-exits): what a live trader can place before the fill tick comes. A signal the batch rules fill only
-because a position exits exactly at the fill tick is filled on paper and reported `late` (a venue
-order placed then would enter a tick later).
+A signal is also an `Order` for a venue's broker when a slot is sure to be free at its fill tick (a
+position's timeout is known in advance, a barrier is not): what a live trader can place before the
+fill tick comes. A signal the batch rules fill only because a barrier closed a position exactly at
+the fill tick is filled on paper and reported `late` (a venue order placed then would enter a tick
+later).
 
 The engine's whole state is `EngineState` (pydantic): the paper trader journals it with every tick's
 events, so a restarted process continues exactly where the journal ends.
@@ -175,8 +176,12 @@ class IncrementalEngine:
         step.side = signal_side(proba, self.config.min_confidence)
         if step.side != 0:
             s.signals += 1
-            # A slot free now, counting the orders placed before it and not filled yet.
-            placed = len(self._positions) + sum(p.placed for p in self._pending) < self.config.max_positions
+            # A slot sure to be free at the fill, so that a venue's order is one the engine fills: the
+            # positions whose timeout has not come by the fill tick (a barrier may close them sooner,
+            # unknowably) and every signal still to fill before it (a late one may take a freed slot).
+            fill = j + self.config.latency_ticks
+            held = sum(p.fill_tick + self.max_hold_ticks > fill for p in self._positions)
+            placed = held + len(self._pending) < self.config.max_positions
             order_id = Order.id_of(self.symbol, epoch)
             self._pending.append(Pending(tick=j, epoch=epoch, side=step.side, order_id=order_id, placed=placed))
             if placed:

@@ -1,4 +1,4 @@
-"""Asyncio client of the Deriv API v3: requests with req_id, tick streams, keep-alive, paged history."""
+"""Asyncio client of the Deriv API v3: requests with req_id, tick streams and other subscriptions, keep-alive, paged history."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pandas as pd
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from .deriv_schema import validate_request
+from .deriv_schema import redacted, validate_request
 from .symbols import CallLimits
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,9 @@ class RateLimiter:
 
 
 class DerivClient:
-    """One WebSocket connection. Ticks of subscriptions go to `on_tick(tick)` in arrival order."""
+    """One WebSocket connection. Ticks of subscriptions go to `on_tick(tick)` in arrival order; the
+    messages of another subscription (e.g. `proposal_open_contract`) go to the `on_message` its
+    request was sent with."""
 
     def __init__(
         self,
@@ -88,10 +90,11 @@ class DerivClient:
         self.limiter = limiter or RateLimiter()
         self.ping_interval_s, self.request_timeout_s = ping_interval_s, request_timeout_s
         self.rate_limit_wait_s, self.rate_limit_retries = rate_limit_wait_s, rate_limit_retries
-        self.sent: list[dict] = []  # every request sent on this connection, as sent
+        self.sent: list[dict] = []  # every request sent on this connection, as sent (a token masked)
         self._ws: ClientConnection | None = None
         self._req_ids = itertools.count(1)
         self._pending: dict[int, asyncio.Future] = {}
+        self._streams: dict[int, Callable[[dict], None]] = {}  # req_id -> on_message of a subscription
         self._tasks: list[asyncio.Task] = []
         self.closed = asyncio.Event()
 
@@ -130,6 +133,9 @@ class DerivClient:
                 message = json.loads(raw)
                 if message.get("msg_type") == "tick" and "tick" in message:
                     self.on_tick(message["tick"])
+                stream = self._streams.get(message.get("req_id"))
+                if stream is not None:
+                    stream(message)
                 future = self._pending.pop(message.get("req_id"), None)
                 if future is not None and not future.done():
                     future.set_result(message)
@@ -152,9 +158,11 @@ class DerivClient:
                 await self._ws.close()
                 return
 
-    async def request(self, payload: dict) -> dict:
+    async def request(self, payload: dict, on_message: Callable[[dict], None] | None = None) -> dict:
         """Send one request and return its reply (for a subscription: its first message).
 
+        `on_message` (a subscription's): called with every message answering the request, the first
+        included, in arrival order, until `end_stream(reply["req_id"])`; it must not raise.
         Raises DerivAPIError for an error reply (after waiting out RateLimit errors), ConnectionLost
         when the connection fails, TimeoutError when no reply comes in time.
         """
@@ -168,7 +176,9 @@ class DerivClient:
             message = {**payload, "req_id": req_id}
             future = asyncio.get_running_loop().create_future()
             self._pending[req_id] = future
-            self.sent.append(message)
+            if on_message is not None:
+                self._streams[req_id] = on_message
+            self.sent.append(redacted(message))
             try:
                 await self._ws.send(json.dumps(message))
                 reply = await asyncio.wait_for(future, self.request_timeout_s)
@@ -181,6 +191,7 @@ class DerivClient:
             error = reply.get("error")
             if error is None:
                 return reply
+            self.end_stream(req_id)
             symbol = payload.get("ticks_history") or payload.get("ticks")
             if error.get("code") == "RateLimit" and attempt < self.rate_limit_retries:
                 log.warning("RateLimit on %s: waiting %.1f s", call, self.rate_limit_wait_s)
@@ -189,6 +200,10 @@ class DerivClient:
                 continue
             raise DerivAPIError(call, error.get("code", "?"), error.get("message", ""), symbol, error.get("details"))
         raise AssertionError("unreachable")
+
+    def end_stream(self, req_id: int) -> None:
+        """Stop passing the messages of the subscription requested with `req_id` to its `on_message`."""
+        self._streams.pop(req_id, None)
 
     async def closes_within(self, seconds: float) -> bool:
         """Wait `seconds`, or less when the connection closes meanwhile (then True)."""

@@ -8,6 +8,12 @@ schemas say. Its clock can run faster than real time (and wait for the first sub
 symbol's volatility can change at a chosen time, and it injects faults on demand: abrupt
 disconnects (close code 1006), stalled streams, repeated, reordered and missed ticks, a feed whose
 epochs skip, per-symbol subscription errors, short and slow history pages, `RateLimit` errors.
+
+It also trades the accounts it is given (on the command line, tokens read from the environment:
+`--account-env VAR` a virtual account, `--real-account-env VAR` a real-money one): `authorize`,
+`balance`, `proposal`, `buy`, `sell`, `contract_update`, `portfolio` and `proposal_open_contract`
+(streamed at every tick until the contract is sold); Multipliers and Rise/Fall contracts settle on
+the server's own ticks (`fake_contracts`).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import threading
 import time
@@ -27,12 +34,22 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from ..market.deriv_schema import SchemaViolation, call_of, response_violations, validate_request
+from ..market.deriv_schema import (
+    TRADING_CALLS,
+    SchemaViolation,
+    auth_required,
+    call_of,
+    redacted,
+    response_violations,
+    validate_request,
+)
 from ..market.simulator import DEFAULT_ORIGIN
 from ..market.store import parse_epoch
 from ..market.symbols import UnknownSymbolError, catalog, get_symbol
+from .fake_contracts import Account, APIError, ContractBook, after
 from .tick_source import SimulatedTicks, VolatilityChange
 
+FIRST_LOGIN_NUMBER = 9_000_001  # the CLI's accounts: VRTC9000001, CR9000002 ...
 HISTORY_MAX_COUNT = 5000
 HISTORY_DEFAULT_COUNT = 1000
 # An error answers with the msg_type its call's receive schema allows.
@@ -100,12 +117,6 @@ class SimClock:
         return time.monotonic() - self._wall0
 
 
-class APIError(Exception):
-    def __init__(self, code: str, message: str, details: dict | None = None):
-        super().__init__(message)
-        self.code, self.message, self.details = code, message, details
-
-
 @dataclass
 class Subscription:
     id: str
@@ -115,10 +126,21 @@ class Subscription:
     last_epoch: float  # ticks after this epoch are still to be streamed
 
 
+@dataclass
+class ContractSubscription:
+    id: str
+    contract_id: int
+    echo_req: dict
+    req_id: int | None
+    last_epoch: float  # the contract's state at the ticks after this epoch is still to be streamed
+
+
 @dataclass(eq=False)
 class Connection:
     ws: ServerConnection
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
+    contract_subs: dict[str, ContractSubscription] = field(default_factory=dict)
+    account: Account | None = None  # the account `authorize` logged this connection in to
     calls: deque = field(default_factory=deque)  # monotonic times of rate-limited calls
     sender: asyncio.Task | None = None
     delayed: set[asyncio.Task] = field(default_factory=set)  # slow history replies still to be sent
@@ -137,8 +159,11 @@ class FakeDerivServer:
         strict: bool = False,
         changes: tuple[VolatilityChange, ...] = (),
         hold: bool = False,
+        accounts: dict[str, Account] | None = None,
     ):
         self.ticks = SimulatedTicks(seed, origin, changes)
+        self.accounts = dict(accounts or {})  # token -> the account it authorizes
+        self.book = ContractBook(list(self.accounts.values()), self.between)
         # hold: the clock stands at `start` until the first subscription, so history before it can be
         # read (and models trained) first, and the live part starts when someone listens.
         self.clock = SimClock(time.time() if start is None else start, time_scale, held=hold)
@@ -163,7 +188,7 @@ class FakeDerivServer:
     # -- protocol -------------------------------------------------------------------------------
 
     def _reply(self, request: dict, msg_type: str, **body) -> dict:
-        message = {"echo_req": request, "msg_type": msg_type, **body}
+        message = {"echo_req": redacted(request), "msg_type": msg_type, **body}
         if "req_id" in request:
             message["req_id"] = request["req_id"]
         if "passthrough" in request:
@@ -221,9 +246,12 @@ class FakeDerivServer:
         self.clock.release()
         sub = Subscription(str(uuid.uuid4()), symbol, request, request.get("req_id"), self.clock.now())
         conn.subscriptions[sub.id] = sub
+        self._start_sender(conn)
+        return sub
+
+    def _start_sender(self, conn: Connection) -> None:
         if conn.sender is None or conn.sender.done():
             conn.sender = asyncio.create_task(self._stream(conn))
-        return sub
 
     def _history(self, request: dict) -> dict:
         symbol = self._symbol(request["ticks_history"])
@@ -273,6 +301,10 @@ class FakeDerivServer:
         try:
             validate_request(request)
             self._check_rate(conn, call)
+            if auth_required(call) and conn.account is None:
+                raise APIError("AuthorizationRequired", "Please log in.", {"call": call})
+            if call in TRADING_CALLS:
+                return self._trade(conn, call, request)
             if call == "ticks":
                 names = request["ticks"] if isinstance(request["ticks"], list) else [request["ticks"]]
                 names = [self._symbol(n) for n in names]
@@ -290,12 +322,16 @@ class FakeDerivServer:
                     body["subscription"] = {"id": self._subscribe(conn, request["ticks_history"], request).id}
                 return self._reply(request, msg_type, **body)
             if call == "forget":
-                return self._reply(request, "forget", forget=int(conn.subscriptions.pop(request["forget"], None) is not None))
+                sub_id = request["forget"]
+                forgotten = conn.subscriptions.pop(sub_id, None) or conn.contract_subs.pop(sub_id, None)
+                return self._reply(request, "forget", forget=int(forgotten is not None))
             if call == "forget_all":
                 kinds = request["forget_all"] if isinstance(request["forget_all"], list) else [request["forget_all"]]
-                ids = list(conn.subscriptions) if "ticks" in kinds else []
-                for sub_id in ids:
-                    conn.subscriptions.pop(sub_id)
+                ids = []
+                for kind, subs in (("ticks", conn.subscriptions), ("proposal_open_contract", conn.contract_subs)):
+                    if kind in kinds:
+                        ids += list(subs)
+                        subs.clear()
                 return self._reply(request, "forget_all", forget_all=ids)
             if call == "ping":
                 return self._reply(request, "ping", ping="pong")
@@ -311,6 +347,50 @@ class FakeDerivServer:
             return self._error(request, ERROR_MSG_TYPE.get(call, call), error)
         except APIError as exc:
             return self._error(request, ERROR_MSG_TYPE.get(call, call), exc)
+
+    def _trade(self, conn: Connection, call: str, request: dict) -> dict:
+        """The reply to a trading call (`conn` is authorized where the call's schema says it must be)."""
+        now, account = self.clock.now(), conn.account
+        if request.get("subscribe") == 1 and call != "proposal_open_contract":
+            raise APIError("InputValidationFailed", f"This server streams proposal_open_contract only, not {call}.")
+        if call == "authorize":
+            account = self.accounts.get(request["authorize"])
+            if account is None:
+                raise APIError("InvalidToken", "The token is invalid.")
+            conn.account = account
+            self.book.advance(now)  # the balance after every contract settled so far
+            return self._reply(request, call, authorize=account.authorization())
+        if call == "balance":
+            self.book.advance(now)
+            body = {"balance": account.balance, "currency": account.currency, "loginid": account.loginid}
+            return self._reply(request, call, balance=body)
+        if call == "proposal":
+            self._symbol(request["symbol"])
+            currency = account.currency if account else "USD"  # proposals need no login; this server's accounts are in USD
+            return self._reply(request, call, proposal=self.book.propose(request, currency, now))
+        if call == "buy":
+            if "parameters" in request:
+                self._symbol(request["parameters"]["symbol"])
+            return self._reply(request, call, buy=self.book.buy(account, request, now))
+        if call == "sell":
+            return self._reply(request, call, sell=self.book.sell(account, request, now))
+        if call == "contract_update":
+            return self._reply(request, call, contract_update=self.book.update(account, request, now))
+        if call == "portfolio":
+            contracts = [self.book.portfolio_entry(c) for c in self.book.open_contracts(account, now)]
+            return self._reply(request, call, portfolio={"contracts": contracts})
+        if "contract_id" not in request:
+            raise APIError("InputValidationFailed", "This server answers proposal_open_contract for one contract_id.")
+        c = self.book.contract(account, request["contract_id"], now)
+        body = {"proposal_open_contract": self.book.view(c)}
+        if request.get("subscribe") == 1 and not c.is_sold:  # a contract sold already has nothing to stream
+            self.clock.release()
+            sub = ContractSubscription(str(uuid.uuid4()), c.id, request, request.get("req_id"), now)
+            conn.contract_subs[sub.id] = sub
+            self._start_sender(conn)
+            body["proposal_open_contract"]["id"] = sub.id
+            body["subscription"] = {"id": sub.id}
+        return self._reply(request, call, **body)
 
     def _website_status(self) -> dict:
         # The limits this server enforces (general calls per minute; an hour is 60 minutes of them),
@@ -388,19 +468,48 @@ class FakeDerivServer:
                     out[i], out[i + 1] = out[i + 1], out[i]
         return out
 
+    def _contract_messages(self, conn: Connection, now: float) -> list[str]:
+        """The followed contracts' state at each of their ticks up to `now`; a contract sold: its final
+        state (at its exit tick), after which its stream stops."""
+        if not conn.contract_subs:
+            return []
+        self.book.advance(now)
+        out = []
+        for sub in list(conn.contract_subs.values()):
+            c = self.book.contracts[sub.contract_id]
+            upto = c.exit[0] - 1 if c.is_sold else now  # the exit tick's state is the final message
+            epochs, quotes = self.between(c.spec.symbol, after(sub.last_epoch), upto)
+            sub.last_epoch = max(sub.last_epoch, upto)
+            views = [self.book.view(c, tick) for tick in zip(epochs.tolist(), quotes.tolist(), strict=True)]
+            if c.is_sold:
+                views.append(self.book.view(c))
+                del conn.contract_subs[sub.id]
+            for view in views:
+                message = self._reply(
+                    sub.echo_req,
+                    "proposal_open_contract",
+                    proposal_open_contract={**view, "id": sub.id},
+                    subscription={"id": sub.id},
+                )
+                if self.strict:
+                    self._record_violations(message)
+                out.append(json.dumps(message))
+        return out
+
     async def _stream(self, conn: Connection) -> None:
         # Wake often enough for the fastest symbol at this time scale, never busier than 200 Hz.
         period = min(0.25, max(0.005, 0.5 / self.clock.time_scale))
         try:
-            while conn.subscriptions:
+            while conn.subscriptions or conn.contract_subs:
                 now = self.clock.now()
-                if self._stalled():
+                messages = []
+                if self._stalled():  # the faults silence tick streams only
                     for sub in conn.subscriptions.values():
                         sub.last_epoch = now
                 else:
                     messages = self._with_faults([m for _, m in self._due_messages(conn, now)])
-                    for message in messages:
-                        await conn.ws.send(message)
+                for message in messages + self._contract_messages(conn, now):
+                    await conn.ws.send(message)
                 await asyncio.sleep(period)
         except ConnectionClosed:
             pass
@@ -578,7 +687,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--history-page-max", type=int, help="at most N ticks per history page, whatever count asks")
     parser.add_argument("--history-delay", type=float, default=0.0, help="seconds each history reply is late")
     parser.add_argument("--history-rate-limit-every", type=int, help="answer RateLimit to every Nth ticks_history")
+    parser.add_argument(
+        "--account-env",
+        action="append",
+        default=[],
+        metavar="VAR",
+        help="a virtual account (balance 10000) authorized by the token in environment variable VAR (repeatable)",
+    )
+    parser.add_argument(
+        "--real-account-env",
+        action="append",
+        default=[],
+        metavar="VAR",
+        help="a real-money account authorized by the token in VAR, to test a client's refusal (repeatable)",
+    )
     args = parser.parse_args(argv)
+    accounts: dict[str, Account] = {}
+    for flag, names, is_virtual in (
+        ("--account-env", args.account_env, True),
+        ("--real-account-env", args.real_account_env, False),
+    ):
+        for name in names:
+            token = os.environ.get(name)
+            if not token:
+                parser.error(f"{flag} {name}: that environment variable holds no token")
+            if token in accounts:
+                parser.error(f"{flag} {name}: the same token as another account")
+            accounts[token] = Account.numbered(FIRST_LOGIN_NUMBER + len(accounts), is_virtual=is_virtual)
     try:
         changes = tuple(VolatilityChange.parse(text) for text in args.volatility_change)
     except (ValueError, UnknownSymbolError) as exc:
@@ -613,8 +748,13 @@ def main(argv: list[str] | None = None) -> None:
         rate_limit_per_minute=args.rate_limit,
         changes=changes,
         hold=args.hold,
+        accounts=accounts,
     )
-    print(f"local Deriv API v3 on ws://{args.host}:{args.port} (seed {args.seed}, time x{args.time_scale})", flush=True)
+    logins = ", ".join(a.loginid for a in accounts.values()) or "none"
+    print(
+        f"local Deriv API v3 on ws://{args.host}:{args.port} (seed {args.seed}, time x{args.time_scale}; accounts: {logins})",
+        flush=True,
+    )
     try:
         asyncio.run(server.serve(args.host, args.port))
     except KeyboardInterrupt:

@@ -130,6 +130,7 @@ class Journal:
                 cursor.close()
 
         metadata.create_all(self.engine)
+        self._equity: dict[str, tuple[int, float]] = {}  # broker -> (fills, equity) after the last fill
 
     def _insert(self, table: sa.Table):
         """INSERT that leaves an existing key alone (a fill or order reported again)."""
@@ -138,8 +139,12 @@ class Journal:
 
     @contextmanager
     def transaction(self) -> Iterator[sa.Connection]:
-        with self.engine.begin() as connection:
-            yield connection
+        try:
+            with self.engine.begin() as connection:
+                yield connection
+        except BaseException:
+            self._equity.clear()  # what the rolled-back fills added
+            raise
 
     # -- sessions and checkpoints -----------------------------------------------------------------
 
@@ -198,7 +203,15 @@ class Journal:
             )
         )
 
-    def order(self, c: sa.Connection, broker: str, order: Order, status: str, contract_id: str | None = None) -> None:
+    def order(
+        self,
+        c: sa.Connection,
+        broker: str,
+        order: Order,
+        status: str,
+        contract_id: str | None = None,
+        entry_epoch: int | None = None,
+    ) -> None:
         c.execute(
             self._insert(orders).values(
                 broker=broker,
@@ -208,6 +221,7 @@ class Journal:
                 side=order.side,
                 status=status,
                 contract_id=contract_id,
+                entry_epoch=entry_epoch,
                 order=order.model_dump_json(),
             )
         )
@@ -233,9 +247,10 @@ class Journal:
         inserted = c.execute(self._insert(fills).values(**row)).rowcount
         if not inserted:
             return False
-        # Read in the same transaction (fills are rare): a cached figure could run ahead of a rolled-back one.
-        seq, value = self._equity_of(c, fill.broker)
+        # The last figure is cached; a rolled-back transaction drops the cache (`transaction`).
+        seq, value = self._equity.get(fill.broker) or self._equity_of(c, fill.broker)
         c.execute(equity.insert().values(broker=fill.broker, seq=seq + 1, epoch=fill.exit_epoch, equity=value + fill.pnl))
+        self._equity[fill.broker] = (seq + 1, value + fill.pnl)
         return True
 
     def _equity_of(self, c: sa.Connection, broker: str) -> tuple[int, float]:

@@ -13,8 +13,8 @@ Ticks come from one connection for all symbols. On every (re)connection each sym
 first, then reads Deriv's history from its checkpoint (or, on a first start, the feature warm-up
 before its first live tick) and plays it before the live ticks that queued meanwhile: the same ticks
 in the same order whatever the connection did, each once (epochs increase strictly). Ticks replayed
-from history trade on paper (the engine must see them to stay equal to the batch replay), but no
-venue order is sent for a tick older than `live_lag_s`.
+from history, and live ticks with a newer one already queued, trade on paper (the engine must see
+them to stay equal to the batch replay), but send no order to a venue: their moment has passed.
 """
 
 from __future__ import annotations
@@ -102,7 +102,6 @@ class PaperTrader:
         symbols: list[str],
         brokers: list[Broker] = (),
         *,
-        live_lag_s: float = 5.0,
         progress_interval_s: float = 30.0,
         metrics: PaperMetrics | None = None,
     ):
@@ -111,7 +110,6 @@ class PaperTrader:
         self.model = predictor.registered_model
         self.paper = PaperBroker()
         self.venues = list(brokers)  # brokers besides paper: orders go to them at the signal tick
-        self.live_lag_s = live_lag_s
         self.progress_interval_s = progress_interval_s
         self.metrics = metrics or PaperMetrics()
         self.stats = PaperStats()
@@ -158,9 +156,10 @@ class PaperTrader:
         if trading:
             self.metrics.decision_seconds.observe(decided - arrived)
             self.stats.decision_ms.append((decided - arrived) * 1e3)
-        placed = await self._venues(step, live)
-        for position in step.entries:
-            await self.paper.open(t.engine.order(position.order_id, position.signal_epoch, position.side))
+        placed, rejected = await self._venues(step, live)
+        entered = [t.engine.order(p.order_id, p.signal_epoch, p.side) for p in step.entries]
+        for order in entered:
+            await self.paper.open(order)
         for trade in step.trades:
             await self.paper.close(t.engine.order(trade["order_id"], trade["signal_epoch"], trade["side"]), trade)
         trades = {trade["order_id"]: trade for trade in step.trades}
@@ -168,17 +167,14 @@ class PaperTrader:
         with self.journal.transaction() as c:
             if step.side and proba is not None:
                 self.journal.signal(c, t.symbol, epoch, self.version, step.side, proba)
-            for position in step.entries:
-                order = t.engine.order(position.order_id, position.signal_epoch, position.side)
-                self.journal.order(c, self.paper.name, order, "filled")
+            for order in entered:
                 status = "late" if order.id in step.late else "filled"
-                self.journal.order_status(c, self.paper.name, order.id, status, entry_epoch=epoch)
+                self.journal.order(c, self.paper.name, order, status, entry_epoch=epoch)
             for broker, sent in placed.items():
                 for order, contract_id in sent.values():
                     self.journal.order(c, broker, order, "placed", contract_id)
-                for order_id, why in step.rejected:
-                    if order_id in sent:
-                        self.journal.order_status(c, broker, order_id, "rejected", why=why)
+            for broker, order_id, why in rejected:
+                self.journal.order_status(c, broker, order_id, "rejected", why=why)
             for fill in self.paper.fills():
                 if self.journal.fill(c, fill, trades[fill.order_id]):
                     counted.append(fill)
@@ -196,10 +192,12 @@ class PaperTrader:
             self._add_fill(fill)
         return step
 
-    async def _venues(self, step: Step, live: bool) -> dict[str, dict[str, tuple[Order, str]]]:
-        """Send this tick's orders (live ticks only) and closes to the venue brokers; per broker, the
-        (order, contract id) of each order placed."""
+    async def _venues(self, step: Step, live: bool) -> tuple[dict[str, dict[str, tuple[Order, str]]], list[tuple[str, str, str]]]:
+        """Send this tick's orders (live ticks only) and closes to the venue brokers: per broker, the
+        (order, contract id) of each order placed; and (broker, order id, why) of each venue order the
+        engine did not fill at its fill tick."""
         placed: dict[str, dict[str, tuple[Order, str]]] = {}
+        rejected = [(b.name, i, why) for b in self.venues for i, why in step.rejected if i in self._venue_orders[b.name]]
         for broker in self.venues:
             mine = self._venue_orders[broker.name]
             sent = placed.setdefault(broker.name, {})
@@ -209,13 +207,17 @@ class PaperTrader:
                     mine[order.id] = order
                 except BrokerError as exc:
                     log.warning("%s: %s", broker.name, exc)
-            for trade in step.trades:
-                if (order := mine.pop(trade["order_id"], None)) is not None:
+            closes = [(mine.pop(t["order_id"], None), t) for t in step.trades]
+            # Placed at its signal, not filled by the engine: sold at once.
+            closes += [(mine.pop(i, None), {"order_id": i, "reason": "timeout"}) for i, _ in step.rejected]
+            for order, trade in closes:
+                if order is None:
+                    continue
+                try:
                     await broker.close(order, trade)
-            for order_id, _ in step.rejected:  # placed at its signal, not filled by the engine: sell it
-                if (order := mine.pop(order_id, None)) is not None:
-                    await broker.close(order, {"order_id": order_id, "reason": "timeout"})
-        return placed
+                except BrokerError as exc:  # the venue's own limits or expiry still close it; the parity shows it
+                    log.warning("%s: %s", broker.name, exc)
+        return placed, rejected
 
     def _add_fill(self, fill: Fill) -> None:
         self.stats.fills[fill.broker] = self.stats.fills.get(fill.broker, 0) + 1
@@ -277,7 +279,9 @@ class PaperTrader:
             epoch, quote, arrived = t.queue.popleft()
             if t.fed_epoch is not None and epoch <= t.fed_epoch:
                 continue  # history played it
-            await self.process(t, epoch, quote, arrived, live=True)
+            # Only the newest tick is live for a venue: behind a backlog (a catch-up from history) the
+            # next tick has come already, and an order would enter a tick late.
+            await self.process(t, epoch, quote, arrived, live=not t.queue)
 
     async def _session(self, stop: asyncio.Event) -> None:
         async with DerivClient(self.url, on_tick=self._on_tick) as client:
@@ -322,7 +326,11 @@ class PaperTrader:
         for broker in self.venues:
             for row in self.journal.open_orders(broker.name).itertuples():
                 if row.contract_id:
-                    await broker.resume(row.order_id, row.contract_id)
+                    try:
+                        await broker.resume(row.order_id, row.contract_id)
+                    except BrokerError as exc:
+                        log.warning("%s: cannot follow %s again: %s", broker.name, row.order_id, exc)
+                        continue
                     self._venue_orders[broker.name][row.order_id] = Order.model_validate_json(row.order)
                 else:
                     log.warning("%s: order %s was never confirmed by the venue; check its portfolio", broker.name, row.order_id)

@@ -122,7 +122,7 @@ def compare_trades(
     ref = _normalised(reference).set_index("order_id")
     oth = _normalised(other).set_index("order_id")
     ids = sorted(set(ref.index) | set(oth.index))
-    mismatches, deltas, both = [], [], []
+    mismatches, deltas, both, same_deltas = [], [], [], []
     for order_id in ids:
         a = ref.loc[order_id] if order_id in ref.index else None
         b = oth.loc[order_id] if order_id in oth.index else None
@@ -136,6 +136,8 @@ def compare_trades(
         if a is not None and b is not None:
             deltas.append(abs(float(a["pnl"]) - float(b["pnl"])))
             both.append(order_id)
+            if same:
+                same_deltas.append(deltas[-1])
         if not same:
             why = explain(order_id, a, b) if explain else "unexplained"
             mismatches.append(
@@ -148,6 +150,7 @@ def compare_trades(
                 }
             )
     pnl_ref, pnl_oth = float(ref["pnl"].sum()), float(oth["pnl"].sum())
+    common_ref, common_oth = float(ref.loc[both, "pnl"].sum()), float(oth.loc[both, "pnl"].sum())
     order = ref.loc[[i for i in both]].sort_values("exit_epoch").index if both else []
     gap = (
         np.abs(np.cumsum(ref.loc[order, "pnl"].to_numpy()) - np.cumsum(oth.loc[order, "pnl"].to_numpy())) if both else np.zeros(0)
@@ -166,10 +169,13 @@ def compare_trades(
         else math.nan,
         "abs_pnl_diff_mean": float(np.mean(deltas)) if deltas else math.nan,
         "abs_pnl_diff_max": float(np.max(deltas)) if deltas else math.nan,
+        # The cost models compared: |ΔP&L| of the trades both sides made alike (entry, exit, reason).
+        "abs_pnl_diff_max_matched": float(np.max(same_deltas)) if same_deltas else math.nan,
         "tracking_error": float(gap.max()) if len(gap) else 0.0,
         f"pnl_{reference_name}": pnl_ref,
         f"pnl_{other_name}": pnl_oth,
-        "pnl_ratio": pnl_oth / pnl_ref if pnl_ref else math.nan,
+        # Over the orders both sides filled: the same opportunities, paid by each side's rules.
+        "pnl_ratio": common_oth / common_ref if common_ref else math.nan,
     }, mismatches
 
 
@@ -258,6 +264,8 @@ def day_parity(
                 )
             if venue_row is None and status is None:
                 return "not sent to the venue (a tick replayed from history after a restart, or an order the venue refused)"
+            if venue_row is None and status == "placed":
+                return "still open at the venue when the journal was read"
             if paper_row is None and status == "rejected":
                 return f"the engine did not fill it ({why}); the venue's contract was sold at once"
             if paper_row is None:
