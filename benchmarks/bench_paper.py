@@ -124,8 +124,7 @@ def main() -> None:
             baseline.append(features_only(symbols, ticks, fitted))
             runs.append(asyncio.run(run_traders(variants, symbols, ticks, root)))
     print(
-        f"paper trader, {len(symbols)} symbols x {args.ticks:,} timed ticks, two variants side by side, "
-        f"median of {args.repeats}"
+        f"paper trader, {len(symbols)} symbols x {args.ticks:,} timed ticks, two variants side by side, median of {args.repeats}"
     )
     print(f"{'variant':<10} {'p50 us':>8} {'p99 us':>8} {'us/tick':>8} {'ticks/s':>8} {'30 sym @1/s':>12} {'trades':>7}")
     features_us = statistics.median(baseline)
