@@ -44,6 +44,7 @@ from .broker import Broker, BrokerError, Fill, Order, PaperBroker
 from .journal import Journal
 
 log = logging.getLogger(__name__)
+DECISIONS_KEPT = 100_000  # tick-to-decision latencies kept for the progress line's p99 (and bench_paper)
 
 
 class PaperMetrics:
@@ -76,7 +77,6 @@ class SymbolTrader:
     rows: deque
     first_epoch: int | None  # the first tick traded on (None: not started yet)
     last_epoch: int | None  # the last tick traded on (the journal's checkpoint)
-    interval_s: int
     fed_epoch: int | None = None  # the last tick the features saw in this process
     queue: deque = field(default_factory=deque)  # live ticks not processed yet
 
@@ -89,7 +89,8 @@ class PaperStats:
     fills: dict[str, int] = field(default_factory=dict)
     pnl: dict[str, float] = field(default_factory=dict)
     reconnects: int = 0
-    decision_ms: list[float] = field(default_factory=list)
+    # The latest decisions' latencies, bounded: the trader runs for weeks.
+    decision_ms: deque = field(default_factory=lambda: deque(maxlen=DECISIONS_KEPT))
 
 
 class PaperTrader:
@@ -133,7 +134,6 @@ class PaperTrader:
                 deque(maxlen=manifest.window),
                 saved[0] if saved else None,
                 saved[1] if saved else None,
-                spec.tick_interval_s or 1,
             )
         names = [self.paper.name, *(b.name for b in self.venues)]
         self.session = journal.start_session(self.model, self.version, symbols, execution.model_dump_json(), names)
@@ -234,9 +234,6 @@ class PaperTrader:
 
     # -- the feed ---------------------------------------------------------------------------------
 
-    def _warmup_seconds(self, t: SymbolTrader) -> int:
-        return warmup_seconds(self.predictor, t.symbol)
-
     def _on_tick(self, tick: dict) -> None:
         t = self.traders.get(tick.get("symbol"))
         if t is not None:
@@ -256,9 +253,9 @@ class PaperTrader:
         first_live = t.queue[0][0]
         if t.first_epoch is None:
             t.first_epoch = first_live
-            start = first_live - self._warmup_seconds(t)
+            start = first_live - warmup_seconds(self.predictor, t.symbol)
         elif t.fed_epoch is None:  # a restart
-            start = t.last_epoch - self._warmup_seconds(t)
+            start = t.last_epoch - warmup_seconds(self.predictor, t.symbol)
         else:
             start = t.fed_epoch + 1
         if start >= first_live:
@@ -337,7 +334,7 @@ class PaperTrader:
 
     def progress(self) -> str:
         open_now = sum(len(t.engine.open_positions) for t in self.traders.values())
-        p99 = np.percentile(self.stats.decision_ms[-10_000:], 99) if self.stats.decision_ms else math.nan
+        p99 = np.percentile(self.stats.decision_ms, 99) if self.stats.decision_ms else math.nan
         pnl = ", ".join(f"{b} {self.stats.fills.get(b, 0)} trades {v:+.2f}" for b, v in sorted(self.stats.pnl.items()))
         return (
             f"paper {self.model} v{self.version}: {self.stats.ticks:,} ticks ({self.stats.replayed:,} from history), "
