@@ -38,6 +38,7 @@ bench: $(BIN)/.installed  ## benchmark tables
 	$(BIN)/python benchmarks/bench_drift.py
 	$(BIN)/python benchmarks/bench_serving.py
 	$(BIN)/python benchmarks/bench_live.py
+	$(BIN)/python benchmarks/bench_ab.py
 	$(BIN)/python benchmarks/bench_paper.py
 
 dev: $(BIN)/.installed  ## Dagster UI on http://127.0.0.1:3000

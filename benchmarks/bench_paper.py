@@ -66,7 +66,7 @@ async def run_traders(variants: dict[str, OnnxPredictor], symbols: list[str], ti
     traders = {}
     for name, predictor in variants.items():
         journal = Journal(f"sqlite:///{folder / f'{name}-{time.monotonic_ns()}.sqlite'}")
-        trader = PaperTrader(predictor, EXECUTION, journal, "ws://127.0.0.1:9", symbols)
+        trader = PaperTrader(predictor, EXECUTION, journal, symbols)
         first = {s: next(e for sym, e, _, t in ticks if sym == s and t) for s in symbols}
         for s, t in trader.traders.items():
             t.first_epoch = first[s]

@@ -197,56 +197,92 @@ def rollback_champion(args: argparse.Namespace) -> int:
 
 
 def paper(args: argparse.Namespace) -> int:
-    """Paper-trade the champion (or a bundle folder with its execution config) on the live ticks."""
+    """Paper-trade the champion, and the challenger beside it on the same ticks (or a bundle folder with
+    its execution config), on the live ticks."""
     from prometheus_client import start_http_server
 
     from scalping_assets.backtest.engine import ExecutionConfig
+    from scalping_assets.models.tracking import CHALLENGER, CHAMPION
     from scalping_assets.trading.broker import BrokerError
-    from scalping_assets.trading.journal import Journal, default_url
-    from scalping_assets.trading.paper import PaperTrader, champion
+    from scalping_assets.trading.journal import CHALLENGER_BOOK, CHAMPION_BOOK, Journal, JournalError, default_url
+    from scalping_assets.trading.paper import PaperDesk, PaperMetrics, PaperTrader, registered
     from serving.bundle import OnnxPredictor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     settings = Settings(data_dir=args.data_dir)
+    variants = {}  # book -> (predictor, execution)
     if args.bundle:
         if not args.execution:
             print("error: --bundle needs --execution (the execution config JSON of its backtest)", file=sys.stderr)
             return 2
-        predictor = OnnxPredictor(args.bundle)
-        execution = ExecutionConfig.model_validate_json(Path(args.execution).read_text())
+        variants[CHAMPION_BOOK] = (
+            OnnxPredictor(args.bundle),
+            ExecutionConfig.model_validate_json(Path(args.execution).read_text()),
+        )
     else:
         try:
-            predictor, execution = champion(settings, args.model)
-        except LookupError as exc:  # no champion yet, or its bundle was never exported
+            variants[CHAMPION_BOOK] = registered(settings, CHAMPION, args.model)
+            if variants[CHAMPION_BOOK] is None:
+                print(
+                    f"error: {args.model or settings.model or 'the model'} has no champion: run the gate first", file=sys.stderr
+                )
+                return 2
+            name = variants[CHAMPION_BOOK][0].registered_model
+            if not args.no_challenger and (challenger := registered(settings, CHALLENGER, name)) is not None:
+                variants[CHALLENGER_BOOK] = challenger
+        except LookupError as exc:  # no registered model yet, or a bundle never exported
             print(f"error: {exc}", file=sys.stderr)
             return 2
-    manifest = predictor.manifest
+    manifest = variants[CHAMPION_BOOK][0].manifest
     cleared = [s for s in manifest.symbols if manifest.cleared(s)]
     names = _symbols(args.symbols) if args.symbols else [s for s in cleared if s in settings.symbols] or cleared
-    journal = Journal(args.journal or settings.paper_db.get_secret_value() or default_url(settings.data_dir), execution.capital)
-    brokers = []
-    if args.deriv_broker:
-        from scalping_assets.trading.deriv_broker import DerivBroker
+    capital = variants[CHAMPION_BOOK][1].capital
+    try:
+        journal = Journal(args.journal or settings.paper_db.get_secret_value() or default_url(settings.data_dir), capital)
+    except JournalError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    metrics, books = PaperMetrics(), []
+    for book, (predictor, execution) in variants.items():
+        brokers = []
+        if args.deriv_broker:
+            from scalping_assets.trading.deriv_broker import DerivBroker
 
-        brokers.append(DerivBroker.from_env(deriv_url(args.url), allow_real=args.allow_real_account))
-    trader = PaperTrader(
-        predictor, execution, journal, deriv_url(args.url), names, brokers, progress_interval_s=args.progress_interval
-    )
+            brokers.append(DerivBroker.from_env(deriv_url(args.url), allow_real=args.allow_real_account))
+        # The challenger trades the symbols both were cleared for: the pairs the A/B compares.
+        symbols = names if book == CHAMPION_BOOK else [s for s in names if predictor.manifest.cleared(s)]
+        if symbols:
+            books.append(
+                PaperTrader(predictor, execution, journal.other_book(book, execution.capital), symbols, brokers, metrics=metrics)
+            )
+    share = None
+    if len(books) > 1:  # the canary's share of venue orders, from the registry the service follows too
+        from scalping_assets.models.tracking import Tracker
+        from scalping_assets.trading.canary_state import read_canary, routed_share
+
+        tracker, challenger = Tracker(settings.mlflow_uri()), books[1]
+
+        def share() -> float:
+            return routed_share(read_canary(tracker, challenger.model), challenger.version, 0.0)
+
+    desk = PaperDesk(deriv_url(args.url), books, progress_interval_s=args.progress_interval, challenger_share=share)
     if args.metrics_port:
-        start_http_server(args.metrics_port, addr="127.0.0.1", registry=trader.metrics.registry)
-    print(
-        f"paper: {predictor.registered_model} v{predictor.version} on {', '.join(names)} "
-        f"({execution.instrument}, stake {execution.stake:g}); journal {journal.engine.url.render_as_string()}",
-        flush=True,
-    )
+        start_http_server(args.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    for b in books:
+        print(
+            f"paper {b.book}: {b.model} v{b.version} on {', '.join(b.traders)} "
+            f"({b.execution.instrument}, stake {b.execution.stake:g}); journal {journal.engine.url.render_as_string()}",
+            flush=True,
+        )
 
     async def run(stop: asyncio.Event) -> None:
-        for broker in brokers:
+        venues = [broker for b in books for broker in b.venues]
+        for broker in venues:
             await broker.connect()
         try:
-            await trader.run(stop)
+            await desk.run(stop)
         finally:
-            for broker in brokers:
+            for broker in venues:
                 await broker.disconnect()
 
     try:
@@ -254,7 +290,8 @@ def paper(args: argparse.Namespace) -> int:
     except (DerivAPIError, BrokerError) as exc:  # a bad token, a real account without the flag
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"stopped: {trader.progress()}", flush=True)
+    for b in books:
+        print(f"stopped: {b.progress()}", flush=True)
     return 0
 
 
@@ -302,12 +339,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     c.add_argument("--progress-interval", type=float, default=30.0, help="seconds between progress lines")
     c.set_defaults(func=collect)
-    t = sub.add_parser("paper", help="paper-trade the champion on live ticks (Deriv or the local server), journaled")
+    t = sub.add_parser(
+        "paper",
+        help="paper-trade the champion and its challenger side by side on live ticks (Deriv or the local server), journaled",
+    )
     t.add_argument("--symbols", help="comma-separated (default: the champion's cleared symbols among SCALPING_SYMBOLS)")
     t.add_argument("--url", help="WebSocket URL (default DERIV_WS_URL, else Deriv's, with DERIV_APP_ID)")
     t.add_argument("--model", help="registered model (default SCALPING_MODEL, else the latest with a champion)")
     t.add_argument("--bundle", help="an exported bundle folder instead of the registry's champion (needs --execution)")
     t.add_argument("--execution", help="execution config JSON for --bundle (a backtest's backtest/execution.json)")
+    t.add_argument("--no-challenger", action="store_true", help="trade the champion alone (default: its challenger beside it)")
     t.add_argument("--journal", help="SQLAlchemy URL (default SCALPING_PAPER_DB, else SQLite under the data folder)")
     t.add_argument("--deriv-broker", action="store_true", help="also place each order on a Deriv virtual account (DERIV_TOKEN)")
     t.add_argument("--allow-real-account", action="store_true", help="let --deriv-broker trade a real-money account")

@@ -4,7 +4,9 @@ from typing import get_type_hints
 
 import dagster as dg
 
+from scalping_assets.assets.ab import AB_ASSETS, AB_JOBS, AB_SCHEDULES
 from scalping_assets.assets.backtest import EVALUATION_ASSETS
+from scalping_assets.assets.canary import CANARY_SENSORS
 from scalping_assets.assets.config import checked_in_process_executor
 from scalping_assets.assets.drift import DRIFT_ASSETS
 from scalping_assets.assets.features import (
@@ -98,6 +100,7 @@ ASSETS = [
     *MONITORING_ASSETS,
     *DRIFT_ASSETS,
     *TRADING_ASSETS,
+    *AB_ASSETS,
 ]
 
 defs = dg.Definitions(
@@ -120,9 +123,10 @@ defs = dg.Definitions(
         serving_job,
         *MONITORING_JOBS,
         *TRADING_JOBS,
+        *AB_JOBS,
     ],
-    schedules=[daily_ticks_schedule, *MONITORING_SCHEDULES, *TRADING_SCHEDULES],
-    sensors=[champion_promoted_sensor, collected_days_sensor, *MONITORING_SENSORS],
+    schedules=[daily_ticks_schedule, *MONITORING_SCHEDULES, *TRADING_SCHEDULES, *AB_SCHEDULES],
+    sensors=[champion_promoted_sensor, collected_days_sensor, *MONITORING_SENSORS, *CANARY_SENSORS],
     resources=build_resources(Settings()),
     # Training uses every core already; steps running side by side would only fight over them.
     # A run whose config breaks a constraint is refused before its first step.

@@ -18,6 +18,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .market.store import write_atomic
+from .trading.sequential import Look
 
 Summary = dict[str, float | int | bool | None]
 
@@ -165,6 +166,25 @@ class PaperParityRecord(BaseModel):
     venues: dict[str, dict[str, float | int]] = Field(default_factory=dict)  # per venue broker, against paper
     mismatches: list[dict] = Field(default_factory=list)  # each with its explanation ("why")
     execution: dict = Field(default_factory=dict)
+
+
+class ABDecisionRecord(BaseModel):
+    """One day's look of the champion/challenger paper A/B (`trading.ab`, `trading.sequential`)."""
+
+    model_config = ConfigDict(ser_json_inf_nan="constants")
+
+    day: date
+    registered_model: str
+    champion: str  # version
+    challenger: str
+    symbols: list[str]  # traded by both books
+    start: int  # epoch the pair began trading side by side
+    periods: int
+    looks: list[Look]  # one per day since the start, this day's last
+    decision: str  # promote, keep, continue
+    why: str
+    config: dict
+    canary: str | None = None  # what the decision did to the rollout
 
 
 class DriftRecord(BaseModel):

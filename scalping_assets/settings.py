@@ -85,6 +85,10 @@ class Settings(BaseSettings):
         default=30.0, ge=0, validation_alias=_env("SCALPING_FOLLOW_INTERVAL"), description="0: only POST /reload"
     )
     access_log: bool = Field(default=False, validation_alias=_env("SCALPING_ACCESS_LOG"))
+    # Where the canary reads the service's /metrics (the challenger's error rate and p99 during a rollout).
+    service_url: str = Field(
+        default="http://127.0.0.1:3000", validation_alias=_env("SCALPING_SERVICE_URL"), description="the prediction service"
+    )
     # Monitoring. A Slack incoming-webhook URL carries its own credential in its path: a secret. Not
     # validated here: pydantic's error would quote the value; `alerts.send` refuses a non-http(s) one.
     alert_webhook_url: SecretStr | None = Field(

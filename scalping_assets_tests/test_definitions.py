@@ -9,12 +9,13 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from scalping_assets.assets.canary import LIVE_CHECKS
 from scalping_assets.assets.ticks import ticks
 from scalping_assets.checks import tick_checks
 from scalping_assets.definitions import build_resources, defs
 from scalping_assets.market.quality import TICK_CHECKS
 from scalping_assets.market.symbols import catalog, simulated_symbols
-from scalping_assets.partitions import DATASETS, TICK_PARTITIONS, tick_partition
+from scalping_assets.partitions import DAILY, DATASETS, TICK_PARTITIONS, tick_partition
 from scalping_assets.resources import SimulatorResource
 from scalping_assets.settings import Settings
 from scalping_assets.testing.dagster_ui import dagster_webserver
@@ -42,6 +43,7 @@ def test_definitions_hold_every_asset_check_job_and_schedule():
         "live_performance",
         "drift_report",
         "paper_parity",
+        "ab_decision",
     }
     assert defs.resolve_job_def("serving_job").asset_layer.executable_asset_keys == {dg.AssetKey("onnx_model")}
     assert set(defs.resolve_job_def("evaluation_job").asset_layer.executable_asset_keys) >= {
@@ -70,7 +72,13 @@ def test_definitions_hold_every_asset_check_job_and_schedule():
         "drift_share_within_threshold",
     }
     sensors = {s.name for s in defs.sensors}
-    assert sensors >= {"collected_days_sensor", "alert_sensor", "retrain_sensor", "live_performance_sensor"}
+    assert sensors >= {"collected_days_sensor", "alert_sensor", "retrain_sensor", "live_performance_sensor", "canary_sensor"}
+    assert defs.resolve_job_def("ab_decision_job").partitions_def == DAILY
+    assert defs.resolve_schedule_def("daily_ab_decision_schedule").cron_schedule == "0 1 * * *"
+    # A failed live-loop check during a canary step rolls the canary back: every one of them is watched.
+    assert {key for key in check_keys if key.asset_key.path[0] in ("prediction_log", "live_performance", "drift_report")} <= set(
+        LIVE_CHECKS
+    )
     schedule = defs.resolve_schedule_def("daily_ticks_schedule")
     assert schedule.cron_schedule == "15 0 * * *" and schedule.execution_timezone == "UTC"
     assert set(defs.resolve_all_job_defs()[0].resource_defs) >= {"tick_store", "simulator"}

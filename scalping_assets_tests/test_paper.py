@@ -1,6 +1,7 @@
 """`scalping paper` on the local Deriv server: killed with SIGKILL while positions are open and started
 again, it loses no trade and counts none twice; the journal then equals the batch replay of the same
-ticks trade for trade (the parity asset's figures at 100 %); its metrics and progress say so."""
+ticks trade for trade (the parity asset's figures at 100 %); its metrics and progress say so. Champion
+and challenger trade the same ticks side by side, each book equal to its own replay."""
 
 import asyncio
 import json
@@ -29,8 +30,8 @@ from scalping_assets.testing.fake_contracts import Account
 from scalping_assets.testing.fake_deriv import FakeDerivServer, ServerThread
 from scalping_assets.trading import journal as J
 from scalping_assets.trading.deriv_broker import DerivBroker
-from scalping_assets.trading.journal import Journal
-from scalping_assets.trading.paper import PaperTrader, warmup_seconds
+from scalping_assets.trading.journal import Journal, JournalError
+from scalping_assets.trading.paper import PaperDesk, PaperMetrics, PaperTrader, warmup_seconds
 from scalping_assets.trading.parity import day_parity, replay_start
 from serving.bundle import OnnxPredictor
 
@@ -104,7 +105,7 @@ def test_killed_and_restarted_the_paper_trader_loses_no_trade_and_counts_none_tw
         )
     assert server.schema_violations == []
     assert "from history" in out and "stopped: paper" in out
-    assert f'scalping_paper_ticks_total{{symbol="{SYMBOL}"}}' in metrics
+    assert f'scalping_paper_ticks_total{{book="champion",symbol="{SYMBOL}"}}' in metrics
     assert "scalping_paper_tick_to_decision_seconds_bucket" in metrics
 
     rows = _pandas(journal)
@@ -149,27 +150,91 @@ def test_killed_and_restarted_the_paper_trader_loses_no_trade_and_counts_none_tw
     assert check.passed and "0 mismatches, 0 unexplained" in check.description
 
 
-def test_the_paper_trader_reports_its_metrics_and_refuses_a_symbol_the_gate_did_not_clear(served_models, tmp_path):
-    predictor = OnnxPredictor(served_models.export("xgboost").folder)
+def test_champion_and_challenger_trade_the_same_ticks_side_by_side_each_equal_to_its_replay(served_models, tmp_path):
+    """Both variants, one connection: every tick reaches both books, each journaled apart, and each
+    book's journal is its own model's batch replay of those ticks, signal for signal and trade for trade."""
+    variants = {"champion": "xgboost", "challenger": "cnn"}
+    predictors = {book: OnnxPredictor(served_models.export(kind).folder) for book, kind in variants.items()}
     journal = Journal(f"sqlite:///{tmp_path / 'j.sqlite'}")
     with pytest.raises(ValueError, match="R_100: not cleared by the promotion gate"):
-        PaperTrader(predictor, EXECUTION, journal, "ws://127.0.0.1:9", ["R_100"])
+        PaperTrader(predictors["champion"], EXECUTION, journal, ["R_100"])
+    metrics = PaperMetrics()
+    books = [PaperTrader(p, EXECUTION, journal.other_book(b), [SYMBOL], metrics=metrics) for b, p in predictors.items()]
     server = FakeDerivServer(seed=7, start=START, time_scale=SCALE)
     with ServerThread(server) as thread:
-        trader = PaperTrader(predictor, EXECUTION, journal, thread.url, [SYMBOL], progress_interval_s=0.5)
+        desk = PaperDesk(thread.url, books, progress_interval_s=0.5)
 
         async def run():
             stop = asyncio.Event()
-            asyncio.get_running_loop().call_later(6, stop.set)
-            return await trader.run(stop)
+            asyncio.get_running_loop().call_later(8, stop.set)
+            return await desk.run(stop)
 
         stats = asyncio.run(run())
-    assert stats.ticks > stats.replayed > 1_000  # the warm-up from history, then live ticks
-    value = trader.metrics.registry.get_sample_value
-    assert value("scalping_paper_ticks_total", {"symbol": SYMBOL}) == stats.ticks
-    assert value("scalping_paper_tick_to_decision_seconds_count") > 100
-    assert value("scalping_paper_trades_total", {"broker": "paper"}) == stats.fills.get("paper", 0) > 0
-    assert "signals" in trader.progress() and "decision p99" in trader.progress()
+        saved = {b.book: b.journal.checkpoint(SYMBOL) for b in books}
+        first_epoch = min(s[0] for s in saved.values())
+        last_epoch = max(s[1] for s in saved.values())
+        epochs, quotes = server.between(
+            SYMBOL,
+            replay_start(first_epoch, first_epoch, max(warmup_seconds(p, SYMBOL) for p in predictors.values())),
+            last_epoch,
+        )
+    assert journal.books() == ["challenger", "champion"]
+    # The same ticks: both started on the same first live tick and stopped on the same last one.
+    assert saved["champion"][:2] == saved["challenger"][:2]
+    assert stats["champion"].ticks == stats["challenger"].ticks and stats["champion"].ticks > stats["champion"].replayed > 1_000
+    ticks = pd.DataFrame({"epoch": epochs, "quote": quotes})
+    for book in books:
+        rows = _pandas(book.journal)
+        parity = day_parity(
+            book.predictor, EXECUTION, SYMBOL, ticks, saved[book.book][0], (first_epoch, last_epoch + 1),
+            rows["signals"], rows["fills"], rows["orders"],
+        )  # fmt: skip
+        f = parity.figures
+        print(
+            book.book,
+            book.version,
+            json.dumps({k: f[k] for k in ("signals_paper", "trades_paper", "trade_match")}, default=float),
+        )
+        assert f["trades_paper"] >= 5 and f["signal_match"] == 1.0 and f["trade_match"] == 1.0, parity.mismatches[:5]
+        assert set(rows["signals"]["version"]) == {book.version}
+    value = metrics.registry.get_sample_value
+    for book in books:
+        assert value("scalping_paper_ticks_total", {"book": book.book, "symbol": SYMBOL}) == stats[book.book].ticks
+        assert value("scalping_paper_tick_to_decision_seconds_count", {"book": book.book}) > 100
+        assert value("scalping_paper_trades_total", {"book": book.book, "broker": "paper"}) == stats[book.book].fills["paper"] > 0
+        assert f"paper {book.book}" in book.progress() and "decision p99" in book.progress()
+
+
+def test_venue_orders_are_split_between_the_books_by_the_canary_share(served_models, tmp_path):
+    predictor = OnnxPredictor(served_models.export("xgboost").folder)
+    journal = Journal(f"sqlite:///{tmp_path / 'j.sqlite'}")
+    books = [PaperTrader(predictor, EXECUTION, journal.other_book(b), [SYMBOL]) for b in ("champion", "challenger")]
+    orders = [f"{SYMBOL}-{START + i}" for i in range(4_000)]
+    for share, tolerance in ((0.0, 0), (0.1, 0.02), (0.5, 0.03), (1.0, 0)):
+        for book in books:
+            book.challenger_share = share
+        placed = {b.book: {o for o in orders if b.places(o)} for b in books}
+        # Each opportunity goes to exactly one book, and the challenger's part is the share.
+        assert placed["champion"].isdisjoint(placed["challenger"]) and placed["champion"] | placed["challenger"] == set(orders)
+        assert abs(len(placed["challenger"]) / len(orders) - share) <= tolerance
+    # Sticky: an order the challenger placed at 10 % is still the challenger's at 50 %.
+    books[1].challenger_share = 0.1
+    at_10 = {o for o in orders if books[1].places(o)}
+    books[1].challenger_share = 0.5
+    assert all(books[1].places(o) for o in at_10)
+
+
+def test_a_journal_of_the_older_layout_is_refused_naming_the_file_and_left_as_it_is(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE paper_checkpoints (symbol TEXT PRIMARY KEY, version TEXT)")
+        db.execute("INSERT INTO paper_checkpoints VALUES ('R_100', '3')")
+    with pytest.raises(JournalError, match="old.sqlite: a paper journal of an older layout"):
+        Journal(f"sqlite:///{path}")
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT * FROM paper_checkpoints").fetchall() == [("R_100", "3")]
 
 
 def test_the_daily_parity_schedule_requests_each_symbol_the_journal_traded_that_day(tmp_path):
@@ -212,14 +277,14 @@ def test_a_deriv_virtual_account_fills_the_paper_traders_orders_and_parity_expla
     journal = Journal(f"sqlite:///{tmp_path / 'journal.sqlite'}")
     with ServerThread(server) as thread:
         broker = DerivBroker.from_env(thread.url)
-        trader = PaperTrader(predictor, execution, journal, thread.url, [SYMBOL], [broker])
+        trader = PaperTrader(predictor, execution, journal, [SYMBOL], [broker])
 
         async def session():
             await broker.connect()
             stop = asyncio.Event()
             asyncio.get_running_loop().call_later(30, stop.set)
             try:
-                await trader.run(stop)
+                await PaperDesk(thread.url, [trader]).run(stop)
                 await asyncio.sleep(2)  # contracts still open at the venue settle or stay open
                 trader.collect_venue_fills()
             finally:

@@ -1,5 +1,6 @@
 """The service's own Prometheus metrics, beside BentoML's request counts and latencies on /metrics:
-which versions are served, the model time per request, the predictions per variant."""
+which versions are served, the model time per request, the predictions and the failed predictions
+per variant (what the canary controller judges a challenger by)."""
 
 from __future__ import annotations
 
@@ -20,3 +21,6 @@ INFERENCE_SECONDS = Histogram(
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
 )
 PREDICTIONS = Counter("scalping_predictions", "predictions made", ["variant", "version"])
+# Predictions that raised (the model failed, not the client: a 400 is never counted), per window as
+# `scalping_predictions`, so errors / (errors + predictions) is a variant's error rate.
+PREDICTION_ERRORS = Counter("scalping_prediction_errors", "predictions that failed in the model", ["variant"])

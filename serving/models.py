@@ -1,11 +1,14 @@
 """The served models: the registry's `champion` (and `challenger`) as loaded ONNX bundles, kept in
 step across the service's workers, and the route of a client to one of them.
 
-A reload resolves the aliases again; the worker that took it writes the versions it resolved to a
-marker file in the bundle cache, and every other worker loads exactly those on its next request. Each
-worker also follows the registry on its own (`follow_registry`): when the gate moves an alias, the
-service reloads within `SCALPING_FOLLOW_INTERVAL` seconds and logs what it switched to, and while the
-registry cannot be reached it keeps serving what it has.
+The share of clients routed to the challenger is the registry's while a canary rollout is about it
+(the registered-model tag `canary`, which the canary controller steps up or sets to 0 on a rollback),
+else the static SCALPING_CHALLENGER_SHARE. A reload resolves the aliases and that share again; the
+worker that took it writes what it resolved to a marker file in the bundle cache, and every other
+worker loads exactly that on its next request. Each worker also follows the registry on its own
+(`follow_registry`): when the gate moves an alias or a canary its share, the service reloads within
+`SCALPING_FOLLOW_INTERVAL` seconds and logs what it switched to, and while the registry cannot be
+reached it keeps serving what it has.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic import BaseModel
 
 from scalping_assets.models.tracking import CHALLENGER, CHAMPION
 from scalping_assets.settings import Settings
+from scalping_assets.trading.canary_state import CanaryState, CanaryStateError, read_canary, routed_share
 
 from .bundle import OnnxPredictor
 from .metrics import MODEL_INFO
@@ -37,6 +41,12 @@ class Pinned(BaseModel):
     name: str | None
     versions: dict[str, str]  # alias -> version
     problems: dict[str, str]  # alias -> why it is not served
+    share: float = 0.0  # of clients routed to the challenger
+    canary: CanaryState | None = None
+
+    def routing(self) -> dict:
+        """What decides which model answers whom: a change of any of it is followed."""
+        return self.model_dump(exclude={"problems"})
 
 
 class ReloadResult(BaseModel):
@@ -63,7 +73,7 @@ class ModelSet:
     def __init__(self, settings: Settings) -> None:
         self.registry = BundleRegistry(settings.mlflow_uri(), settings.bundle_cache_dir())
         self.model_name = settings.model
-        self.share = settings.challenger_share
+        self.static_share = settings.challenger_share  # while no canary is about the challenger
         self.precision = settings.precision
         self.loaded: dict[str, OnnxPredictor] = {}  # alias -> model
         self.problems: dict[str, str] = {}  # alias -> why it is not served
@@ -82,11 +92,11 @@ class ModelSet:
     @property
     def challenger_share(self) -> float:
         """The share of clients actually routed to the challenger: none while it is not served."""
-        return self.share if CHALLENGER in self.loaded else 0.0
+        return self.pinned.share if CHALLENGER in self.loaded else 0.0
 
     def route(self, client_id: str | None) -> Route:
         """The model a client is served by; the champion must be loaded."""
-        if CHALLENGER in self.loaded and client_id and bucket(client_id) < self.share:
+        if CHALLENGER in self.loaded and client_id and bucket(client_id) < self.pinned.share:
             return Route(CHALLENGER, self.loaded[CHALLENGER])
         return Route(CHAMPION, self.loaded[CHAMPION])
 
@@ -112,23 +122,25 @@ class ModelSet:
                 self._load(self.pinned)
 
     def follow_registry(self, interval_s: float, stop: threading.Event) -> None:
-        """Until `stop` is set: every `interval_s` seconds, resolve the aliases and reload when they
-        moved since the last resolution (a new champion, a rollback), logging what is served from when."""
+        """Until `stop` is set: every `interval_s` seconds, resolve the aliases and the challenger's share
+        and reload when they moved since the last resolution (a new champion, a rollback, a canary's
+        step), logging what is served from when."""
         while not stop.wait(interval_s):
             try:
                 pinned = self._resolve()
             except Exception as exc:  # the registry down or unreachable: what is loaded keeps serving
                 log.warning(f"registry unreachable ({type(exc).__name__}: {exc}); still serving {self.served()}")
                 continue
-            if (pinned.name, pinned.versions) == (self.pinned.name, self.pinned.versions) and self._serves(pinned):
+            if pinned.routing() == self.pinned.routing() and self._serves(pinned):
                 continue
-            # Aliases that moved, or a version pinned before its bundle was exported (the gate promotes,
-            # then the export runs): tried again every interval until it loads.
-            before = self.served()
+            # Aliases or a share that moved, or a version pinned before its bundle was exported (the
+            # gate promotes, then the export runs): tried again every interval until it loads.
+            before, share = self.served(), self.challenger_share
             result = self.reload()
-            if result.changed:
+            if result.changed or self.challenger_share != share:
                 at = datetime.now(UTC).isoformat(timespec="seconds")
-                log.info(f"followed the registry at {at}: {pinned.name} {before} -> {result.served}")
+                moved = f"; challenger share {share:g} -> {self.challenger_share:g}" if self.challenger_share != share else ""
+                log.info(f"followed the registry at {at}: {pinned.name} {before} -> {result.served}{moved}")
 
     def _serves(self, pinned: Pinned) -> bool:
         """Whether every pinned version is loaded (or, for a challenger, was refused as incompatible)."""
@@ -150,15 +162,24 @@ class ModelSet:
             return 0
 
     def _resolve(self) -> Pinned:
-        """The versions the registry's aliases point at now."""
+        """The versions the registry's aliases point at now, and the share of clients routed to the challenger."""
         try:
             name = self.model_name or self.registry.default_model_name()
         except LookupError as exc:
             return Pinned(name=None, versions={}, problems={CHAMPION: str(exc)})
-        aliases = [CHAMPION] + ([CHALLENGER] if self.share > 0 else [])
-        versions = {alias: self.registry.resolve(name, alias) for alias in aliases}
-        problems = {alias: f"{name} has no {alias}" for alias, version in versions.items() if version is None}
-        return Pinned(name=name, versions={a: v for a, v in versions.items() if v}, problems=problems)
+        problems: dict[str, str] = {}
+        try:
+            canary = read_canary(self.registry.tracker, name)
+        except CanaryStateError as exc:  # a tag edited by hand: route nobody to a challenger it may be about
+            canary, problems[CHALLENGER] = None, f"{exc}: not routed"
+        champion, challenger = self.registry.resolve(name, CHAMPION), self.registry.resolve(name, CHALLENGER)
+        share = 0.0 if problems else routed_share(canary, challenger, self.static_share)
+        versions = {alias: v for alias, v in ((CHAMPION, champion), (CHALLENGER, challenger if share > 0 else None)) if v}
+        if champion is None:
+            problems[CHAMPION] = f"{name} has no {CHAMPION}"
+        if challenger is None and (self.static_share > 0 or (canary is not None and canary.running)):
+            problems[CHALLENGER] = f"{name} has no {CHALLENGER}"
+        return Pinned(name=name, versions=versions, problems=problems, share=share, canary=canary)
 
     def _load(self, pinned: Pinned) -> ReloadResult:
         """Serve the pinned versions (a failing one keeps nothing, but a champion that fails to load

@@ -14,7 +14,7 @@ from bentoml.exceptions import InvalidArgument
 
 from scalping_assets.features.batch import FeatureInputError
 
-from .metrics import INFERENCE_SECONDS, PREDICTIONS
+from .metrics import INFERENCE_SECONDS, PREDICTION_ERRORS, PREDICTIONS
 from .models import Route
 from .predlog import PredictionLog, features_digest
 from .schemas import Prediction, StreamTick
@@ -60,9 +60,13 @@ def predict(endpoint: str, items: list[Item], started: float, log: PredictionLog
     for variant in {item.route.variant for item in items}:
         chosen = [i for i, item in enumerate(items) if item.route.variant == variant]
         model = items[chosen[0]].route.model
-        windows = model.scale(np.stack([items[i].window for i in chosen]))
-        # Calibrated per symbol after the graphs: the probabilities the backtest replayed.
-        proba = model.predict_scaled(windows, [items[i].symbol for i in chosen])
+        try:
+            windows = model.scale(np.stack([items[i].window for i in chosen]))
+            # Calibrated per symbol after the graphs: the probabilities the backtest replayed.
+            proba = model.predict_scaled(windows, [items[i].symbol for i in chosen])
+        except Exception:  # the request was valid (checked above and by the schemas): the model failed
+            PREDICTION_ERRORS.labels(variant=variant).inc(len(chosen))
+            raise
         elapsed = time.perf_counter() - started
         INFERENCE_SECONDS.labels(endpoint=endpoint, variant=variant).observe(elapsed)
         PREDICTIONS.labels(variant=variant, version=model.version).inc(len(chosen))

@@ -78,11 +78,14 @@ class Scalping:
 
     @bentoml.api(route="/info")
     def info(self) -> dict:
-        """What is served: each alias's model, its window and features, the A/B split."""
+        """What is served: each alias's model, its window and features, the A/B split and the canary
+        rollout that sets it (null: none ever ran, the static share applies)."""
         self.models.follow_reloads()
+        canary = self.models.pinned.canary
         return {
             "models": {alias: model.info() for alias, model in self.models.loaded.items()},
             "challenger_share": self.models.challenger_share,
+            "canary": None if canary is None else canary.model_dump(mode="json"),
             "auth": bool(SETTINGS.api_key.get_secret_value()),
             "problems": self.models.problems,
         }

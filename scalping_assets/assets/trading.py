@@ -16,7 +16,7 @@ from scalping_assets.plotting import figure_png, markdown_image
 from scalping_assets.records import PaperParityRecord
 from scalping_assets.resources import MLflowResource, TickStoreResource
 from scalping_assets.trading import journal as J
-from scalping_assets.trading.journal import Journal
+from scalping_assets.trading.journal import CHAMPION_BOOK, Journal
 from scalping_assets.trading.paper import warmup_seconds
 from scalping_assets.trading.parity import LOOKAHEAD_SECONDS, DayParity, day_parity, replay_start
 from serving.bundle import OnnxPredictor
@@ -32,11 +32,12 @@ class PaperJournalResource(dg.ConfigurableResource):
     url: str
     bundle_cache: str = "data/serving-cache"  # where a version's bundle is fetched to
 
-    def journal(self) -> Journal:
-        return Journal(self.url)
+    def journal(self, book: str = CHAMPION_BOOK) -> Journal:
+        return Journal(self.url, book=book)
 
 
 class PaperParityConfig(dg.Config):
+    book: str = Field(default=CHAMPION_BOOK, description="the journal's book: champion, or challenger (traded beside it)")
     min_trade_match: float = Field(
         default=1.0,
         ge=0,
@@ -86,12 +87,13 @@ def paper_parity(
 
     keys = context.partition_key.keys_by_dimension
     day, symbol = date.fromisoformat(keys["date"]), keys["symbol"]
-    journal = paper_journal.journal()
+    journal = paper_journal.journal(config.book)
     saved = journal.checkpoint(symbol)
     lo = day_start_epoch(day)
     hi = lo + DAY
     if saved is None or saved[0] >= hi or saved[1] < lo:
-        raise dg.Failure(f"the paper journal ({paper_journal.url.split('://')[0]}) holds no paper trading of {symbol} on {day}")
+        where = f"the paper journal ({paper_journal.url.split('://')[0]}, book {config.book})"
+        raise dg.Failure(f"{where} holds no paper trading of {symbol} on {day}")
     first_epoch, last_epoch, _, _ = saved
     signals = journal.read(J.signals, symbol=symbol)
     day_signals = signals[(signals["epoch"] >= lo) & (signals["epoch"] < hi)]

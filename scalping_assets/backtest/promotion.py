@@ -128,15 +128,24 @@ def promote(tracker: Tracker, registered_model: str, candidates: list[GateCandid
     best = passing[0]
     promoted = best.version != current
     if promoted:
-        if current is not None:
-            tracker.set_alias(registered_model, PREVIOUS, current)
-            previous = current
-        tracker.set_alias(registered_model, CHAMPION, best.version)
+        previous = crown(tracker, registered_model, best.version) or previous
     runner_up = next((c for c in passing[1:] if c.version != best.version), None)
     if runner_up is not None:
         tracker.set_alias(registered_model, CHALLENGER, runner_up.version)
         challenger = runner_up.version
     return GateDecision(registered_model, best.version, promoted, previous, challenger, failures)
+
+
+def crown(tracker: Tracker, registered_model: str, version: str) -> str | None:
+    """Make `version` the champion, the champion it replaces `previous` (for rollback); returns the
+    replaced version (None: there was none). Crowning the champion again changes nothing."""
+    current = tracker.alias_version(registered_model, CHAMPION)
+    if current == version:
+        return None
+    if current is not None:
+        tracker.set_alias(registered_model, PREVIOUS, current)
+    tracker.set_alias(registered_model, CHAMPION, version)
+    return current
 
 
 def rollback(tracker: Tracker, registered_model: str) -> tuple[str, str]:

@@ -375,6 +375,21 @@ class Tracker:
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.client.set_registered_model_alias(name, alias, str(version))
 
+    def delete_alias(self, name: str, alias: str) -> None:
+        self.client.delete_registered_model_alias(name, alias)
+
+    def model_tag(self, name: str, key: str) -> str | None:
+        """The registered model's tag `key` (None: no such tag, or no such model)."""
+        try:
+            return self.client.get_registered_model(name).tags.get(key)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":  # the registry down is not "no tag"
+                raise
+            return None
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        self.client.set_registered_model_tag(name, key, value)
+
     def models_with_alias(self, alias: str) -> list[str]:
         """Registered models that have `alias`, the most recently updated first."""
         models = [m for m in self.client.search_registered_models() if alias in (m.aliases or {})]

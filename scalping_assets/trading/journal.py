@@ -28,11 +28,20 @@ from ..backtest.incremental import EngineState
 from .broker import Fill, Order
 
 metadata = sa.MetaData()
+CHAMPION_BOOK, CHALLENGER_BOOK = "champion", "challenger"
+
+
+def BOOK() -> sa.Column:  # noqa: N802 (read as a column of the table definitions below)
+    """The book a row belongs to: the champion's and the challenger's trading, side by side on the same
+    ticks, are journaled apart (each its own checkpoints, orders, fills and equity)."""
+    return sa.Column("book", sa.String, primary_key=True)
+
 
 sessions = sa.Table(
     "paper_sessions",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("book", sa.String, nullable=False),
     sa.Column("started_at", sa.Float, nullable=False),  # wall clock, seconds
     sa.Column("registered_model", sa.String, nullable=False),
     sa.Column("version", sa.String, nullable=False),
@@ -43,6 +52,7 @@ sessions = sa.Table(
 checkpoints = sa.Table(
     "paper_checkpoints",
     metadata,
+    BOOK(),
     sa.Column("symbol", sa.String, primary_key=True),
     sa.Column("registered_model", sa.String, nullable=False),
     sa.Column("version", sa.String, nullable=False),
@@ -53,6 +63,7 @@ checkpoints = sa.Table(
 signals = sa.Table(
     "paper_signals",
     metadata,
+    BOOK(),
     sa.Column("symbol", sa.String, primary_key=True),
     sa.Column("epoch", sa.BigInteger, primary_key=True),
     sa.Column("version", sa.String, nullable=False),
@@ -64,6 +75,7 @@ signals = sa.Table(
 orders = sa.Table(
     "paper_orders",
     metadata,
+    BOOK(),
     sa.Column("broker", sa.String, primary_key=True),
     sa.Column("order_id", sa.String, primary_key=True),
     sa.Column("symbol", sa.String, nullable=False),
@@ -79,6 +91,7 @@ orders = sa.Table(
 fills = sa.Table(
     "paper_fills",
     metadata,
+    BOOK(),
     sa.Column("broker", sa.String, primary_key=True),
     sa.Column("order_id", sa.String, primary_key=True),
     sa.Column("contract_id", sa.String, nullable=False),
@@ -98,6 +111,7 @@ fills = sa.Table(
 equity = sa.Table(
     "paper_equity",
     metadata,
+    BOOK(),
     sa.Column("broker", sa.String, primary_key=True),
     sa.Column("seq", sa.Integer, primary_key=True),  # the fill's number for its broker
     sa.Column("epoch", sa.BigInteger, nullable=False),
@@ -109,12 +123,21 @@ def default_url(data_dir: Path) -> str:
     return f"sqlite:///{(Path(data_dir) / 'paper' / 'journal.sqlite').resolve()}"
 
 
-class Journal:
-    """The tables above on one database; every write is a transaction."""
+class JournalError(RuntimeError):
+    pass
 
-    def __init__(self, url: str, capital: float = 10_000.0):
+
+class Journal:
+    """One book's rows of the tables above on one database; every write is a transaction."""
+
+    def __init__(self, url: str, capital: float = 10_000.0, book: str = CHAMPION_BOOK, *, engine: sa.Engine | None = None):
         self.url = url
         self.capital = capital
+        self.book = book
+        self._equity: dict[str, tuple[int, float]] = {}  # broker -> (fills, equity) after the last fill
+        if engine is not None:  # another book of the same database
+            self.engine = engine
+            return
         self.engine = sa.create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             if self.engine.url.database not in (None, "", ":memory:"):
@@ -129,8 +152,12 @@ class Journal:
                 cursor.execute("PRAGMA synchronous=NORMAL")
                 cursor.close()
 
+        _refuse_older_schema(self.engine)
         metadata.create_all(self.engine)
-        self._equity: dict[str, tuple[int, float]] = {}  # broker -> (fills, equity) after the last fill
+
+    def other_book(self, book: str, capital: float | None = None) -> Journal:
+        """The same database's journal of another book (one connection pool for both)."""
+        return Journal(self.url, self.capital if capital is None else capital, book, engine=self.engine)
 
     def _insert(self, table: sa.Table):
         """INSERT that leaves an existing key alone (a fill or order reported again)."""
@@ -154,6 +181,7 @@ class Journal:
         with self.transaction() as c:
             row = c.execute(
                 sessions.insert().values(
+                    book=self.book,
                     started_at=time.time(),
                     registered_model=registered_model,
                     version=version,
@@ -167,7 +195,11 @@ class Journal:
     def checkpoint(self, symbol: str) -> tuple[int, int, EngineState, str] | None:
         """(first epoch, last epoch, engine state, version) the symbol's trading stopped at, or None."""
         with self.engine.connect() as c:
-            row = c.execute(sa.select(checkpoints).where(checkpoints.c.symbol == symbol)).mappings().first()
+            row = (
+                c.execute(sa.select(checkpoints).where(self._mine(checkpoints) & (checkpoints.c.symbol == symbol)))
+                .mappings()
+                .first()
+            )
         if row is None:
             return None
         return row["first_epoch"], row["last_epoch"], EngineState.model_validate_json(row["state"]), row["version"]
@@ -184,15 +216,18 @@ class Journal:
     ) -> None:
         values = {"registered_model": registered_model, "version": version, "last_epoch": last_epoch}
         values["state"] = state.model_dump_json()
-        updated = c.execute(sa.update(checkpoints).where(checkpoints.c.symbol == symbol).values(**values))
+        updated = c.execute(
+            sa.update(checkpoints).where(self._mine(checkpoints) & (checkpoints.c.symbol == symbol)).values(**values)
+        )
         if updated.rowcount == 0:
-            c.execute(checkpoints.insert().values(symbol=symbol, first_epoch=first_epoch, **values))
+            c.execute(checkpoints.insert().values(book=self.book, symbol=symbol, first_epoch=first_epoch, **values))
 
     # -- one tick's events ------------------------------------------------------------------------
 
     def signal(self, c: sa.Connection, symbol: str, epoch: int, version: str, side: int, proba) -> None:
         c.execute(
             self._insert(signals).values(
+                book=self.book,
                 symbol=symbol,
                 epoch=epoch,
                 version=version,
@@ -214,6 +249,7 @@ class Journal:
     ) -> None:
         c.execute(
             self._insert(orders).values(
+                book=self.book,
                 broker=broker,
                 order_id=order.id,
                 symbol=order.symbol,
@@ -239,23 +275,31 @@ class Journal:
     ) -> None:
         values = {"status": status}
         values |= {k: v for k, v in {"why": why, "entry_epoch": entry_epoch, "contract_id": contract_id}.items() if v is not None}
-        c.execute(sa.update(orders).where((orders.c.broker == broker) & (orders.c.order_id == order_id)).values(**values))
+        mine = self._mine(orders) & (orders.c.broker == broker) & (orders.c.order_id == order_id)
+        c.execute(sa.update(orders).where(mine).values(**values))
 
     def fill(self, c: sa.Connection, fill: Fill, trade: dict | None = None) -> bool:
         """Record a closed position once; False when (broker, order id) was recorded before."""
-        row = fill.model_dump() | {"trade": None if trade is None else json.dumps(trade, default=float)}
+        row = fill.model_dump() | {"book": self.book, "trade": None if trade is None else json.dumps(trade, default=float)}
         inserted = c.execute(self._insert(fills).values(**row)).rowcount
         if not inserted:
             return False
         # The last figure is cached; a rolled-back transaction drops the cache (`transaction`).
         seq, value = self._equity.get(fill.broker) or self._equity_of(c, fill.broker)
-        c.execute(equity.insert().values(broker=fill.broker, seq=seq + 1, epoch=fill.exit_epoch, equity=value + fill.pnl))
+        c.execute(
+            equity.insert().values(
+                book=self.book, broker=fill.broker, seq=seq + 1, epoch=fill.exit_epoch, equity=value + fill.pnl
+            )
+        )
         self._equity[fill.broker] = (seq + 1, value + fill.pnl)
         return True
 
     def _equity_of(self, c: sa.Connection, broker: str) -> tuple[int, float]:
         row = c.execute(
-            sa.select(equity.c.seq, equity.c.equity).where(equity.c.broker == broker).order_by(equity.c.seq.desc()).limit(1)
+            sa.select(equity.c.seq, equity.c.equity)
+            .where(self._mine(equity) & (equity.c.broker == broker))
+            .order_by(equity.c.seq.desc())
+            .limit(1)
         ).first()
         return (0, self.capital) if row is None else (int(row[0]), float(row[1]))
 
@@ -265,8 +309,16 @@ class Journal:
         """Orders of `broker` placed or filled and without a fill yet (what a restart resumes)."""
         query = (
             sa.select(orders)
-            .outerjoin(fills, (fills.c.broker == orders.c.broker) & (fills.c.order_id == orders.c.order_id))
-            .where((orders.c.broker == broker) & fills.c.order_id.is_(None) & orders.c.status.in_(["placed", "filled", "late"]))
+            .outerjoin(
+                fills,
+                (fills.c.book == orders.c.book) & (fills.c.broker == orders.c.broker) & (fills.c.order_id == orders.c.order_id),
+            )
+            .where(
+                self._mine(orders)
+                & (orders.c.broker == broker)
+                & fills.c.order_id.is_(None)
+                & orders.c.status.in_(["placed", "filled", "late"])
+            )
         )
         with self.engine.connect() as c:
             return pd.read_sql(query, c)
@@ -275,7 +327,7 @@ class Journal:
         """The latest session of that model version (its execution config, brokers), or None."""
         query = (
             sa.select(sessions)
-            .where((sessions.c.registered_model == registered_model) & (sessions.c.version == version))
+            .where(self._mine(sessions) & (sessions.c.registered_model == registered_model) & (sessions.c.version == version))
             .order_by(sessions.c.id.desc())
             .limit(1)
         )
@@ -284,8 +336,28 @@ class Journal:
         return None if row is None else dict(row)
 
     def read(self, table: sa.Table, **where) -> pd.DataFrame:
-        query = sa.select(table)
+        """This book's rows of `table` (equal to each `where` column's value)."""
+        query = sa.select(table).where(self._mine(table))
         for column, value in where.items():
             query = query.where(table.c[column] == value)
         with self.engine.connect() as c:
             return pd.read_sql(query, c)
+
+    def books(self) -> list[str]:
+        """Every book the database holds a session of."""
+        with self.engine.connect() as c:
+            return sorted(c.execute(sa.select(sessions.c.book).distinct()).scalars())
+
+    def _mine(self, table: sa.Table):
+        return table.c.book == self.book
+
+
+def _refuse_older_schema(engine: sa.Engine) -> None:
+    """A journal written before books existed has no `book` column: creating the tables would leave
+    it as it is and every write would fail; say what to do instead (nothing is changed or lost)."""
+    inspector = sa.inspect(engine)
+    if inspector.has_table(checkpoints.name) and "book" not in {c["name"] for c in inspector.get_columns(checkpoints.name)}:
+        raise JournalError(
+            f"{engine.url.render_as_string()}: a paper journal of an older layout (no book column); "
+            "move it away (or point SCALPING_PAPER_DB at a new database) and the trader starts a new one"
+        )

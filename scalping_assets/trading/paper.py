@@ -9,6 +9,12 @@ WebSocket: one process then owns a tick from its arrival to its decision (no sec
 backlog would delay decisions unseen), the latency measured is the trader's own, and the paper
 trader keeps trading while the service restarts or rolls out a new version.
 
+Champion and challenger trade side by side (`PaperDesk`): each is a book (`PaperTrader`) with its own
+features, engines and journal rows, fed the same ticks from one connection, so their P&L is paired
+tick for tick (synthetic prices do not react to orders: both can trade every opportunity). Venue
+orders are split between the books by the canary's share (`serving.models.bucket` of the order id,
+the service's own sticky split): the challenger's for the share, the champion's for the rest.
+
 Ticks come from one connection for all symbols. On every (re)connection each symbol subscribes
 first, then reads Deriv's history from its checkpoint (or, on a first start, the feature warm-up
 before its first live tick) and plays it before the live ticks that queued meanwhile: the same ticks
@@ -24,12 +30,14 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from serving.bundle import OnnxPredictor
+from serving.models import bucket
 from serving.registry import BundleRegistry
 
 from ..backtest.engine import ExecutionConfig
@@ -41,7 +49,7 @@ from ..models.tracking import CHAMPION
 from ..monitoring.live import load_served_version
 from ..settings import Settings
 from .broker import Broker, BrokerError, Fill, Order, PaperBroker
-from .journal import Journal
+from .journal import CHALLENGER_BOOK, Journal
 
 log = logging.getLogger(__name__)
 DECISIONS_KEPT = 100_000  # tick-to-decision latencies kept for the progress line's p99 (and bench_paper)
@@ -51,19 +59,23 @@ class PaperMetrics:
     """Prometheus metrics of one trader (their own registry: a test may run several traders)."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.ticks = Counter("scalping_paper_ticks", "ticks processed", ["symbol"], registry=self.registry)
-        self.signals = Counter("scalping_paper_signals", "ticks with an entry signal", ["symbol"], registry=self.registry)
-        self.trades = Counter("scalping_paper_trades", "positions closed", ["broker"], registry=self.registry)
-        self.open_positions = Gauge("scalping_paper_open_positions", "open positions", ["symbol"], registry=self.registry)
+        self.registry = r = CollectorRegistry()
+        self.ticks = Counter("scalping_paper_ticks", "ticks processed", ["book", "symbol"], registry=r)
+        self.signals = Counter("scalping_paper_signals", "ticks with an entry signal", ["book", "symbol"], registry=r)
+        self.trades = Counter("scalping_paper_trades", "positions closed", ["book", "broker"], registry=r)
+        self.open_positions = Gauge("scalping_paper_open_positions", "open positions", ["book", "symbol"], registry=r)
         self.pnl = Gauge(
-            "scalping_paper_pnl", "net P&L since the journal began, account currency", ["broker"], registry=self.registry
+            "scalping_paper_pnl", "net P&L since the journal began, account currency", ["book", "broker"], registry=r
         )
         self.decision_seconds = Histogram(
             "scalping_paper_tick_to_decision_seconds",
             "from a tick's arrival to the engine's decision (features, model, engine)",
+            ["book"],
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1),
-            registry=self.registry,
+            registry=r,
+        )
+        self.venue_share = Gauge(
+            "scalping_paper_challenger_share", "share of venue orders the challenger's book places", registry=r
         )
 
 
@@ -94,24 +106,26 @@ class PaperStats:
 
 
 class PaperTrader:
+    """One book: a model version trading its cleared symbols on paper (and on venues, for its share
+    of the orders), journaled under `journal.book`."""
+
     def __init__(
         self,
         predictor: OnnxPredictor,
         execution: ExecutionConfig,
         journal: Journal,
-        url: str,
         symbols: list[str],
         brokers: list[Broker] = (),
         *,
-        progress_interval_s: float = 30.0,
         metrics: PaperMetrics | None = None,
     ):
-        self.predictor, self.execution, self.journal, self.url = predictor, execution, journal, url
+        self.predictor, self.execution, self.journal = predictor, execution, journal
+        self.book = journal.book
         self.version = predictor.version
         self.model = predictor.registered_model
         self.paper = PaperBroker()
         self.venues = list(brokers)  # brokers besides paper: orders go to them at the signal tick
-        self.progress_interval_s = progress_interval_s
+        self.challenger_share = 0.0  # of venue orders: the challenger's book places those whose bucket is below it
         self.metrics = metrics or PaperMetrics()
         self.stats = PaperStats()
         self.traders: dict[str, SymbolTrader] = {}
@@ -154,7 +168,7 @@ class PaperTrader:
         step = t.engine.on_tick(epoch, quote, proba)
         decided = time.perf_counter()
         if trading:
-            self.metrics.decision_seconds.observe(decided - arrived)
+            self.metrics.decision_seconds.labels(self.book).observe(decided - arrived)
             self.stats.decision_ms.append((decided - arrived) * 1e3)
         placed, rejected = await self._venues(step, live)
         entered = [t.engine.order(p.order_id, p.signal_epoch, p.side) for p in step.entries]
@@ -184,10 +198,10 @@ class PaperTrader:
         t.last_epoch = epoch
         self.stats.ticks += 1
         self.stats.signals += step.side != 0 and proba is not None
-        self.metrics.ticks.labels(t.symbol).inc()
+        self.metrics.ticks.labels(self.book, t.symbol).inc()
         if step.side and proba is not None:
-            self.metrics.signals.labels(t.symbol).inc()
-        self.metrics.open_positions.labels(t.symbol).set(len(t.engine.open_positions))
+            self.metrics.signals.labels(self.book, t.symbol).inc()
+        self.metrics.open_positions.labels(self.book, t.symbol).set(len(t.engine.open_positions))
         for fill in counted:
             self._add_fill(fill)
         return step
@@ -201,7 +215,7 @@ class PaperTrader:
         for broker in self.venues:
             mine = self._venue_orders[broker.name]
             sent = placed.setdefault(broker.name, {})
-            for order in step.orders if live else []:
+            for order in [o for o in step.orders if self.places(o.id)] if live else []:
                 try:
                     sent[order.id] = (order, await broker.open(order))
                     mine[order.id] = order
@@ -219,11 +233,17 @@ class PaperTrader:
                     log.warning("%s: %s", broker.name, exc)
         return placed, rejected
 
+    def places(self, order_id: str) -> bool:
+        """Whether this book sends the order to its venues: the challenger's book the orders whose sticky
+        bucket is below the canary's share, the champion's book the others (each opportunity once)."""
+        below = bucket(order_id) < self.challenger_share
+        return below if self.book == CHALLENGER_BOOK else not below
+
     def _add_fill(self, fill: Fill) -> None:
         self.stats.fills[fill.broker] = self.stats.fills.get(fill.broker, 0) + 1
         self.stats.pnl[fill.broker] = self.stats.pnl.get(fill.broker, 0.0) + fill.pnl
-        self.metrics.trades.labels(fill.broker).inc()
-        self.metrics.pnl.labels(fill.broker).set(self.stats.pnl[fill.broker])
+        self.metrics.trades.labels(self.book, fill.broker).inc()
+        self.metrics.pnl.labels(self.book, fill.broker).set(self.stats.pnl[fill.broker])
 
     def collect_venue_fills(self) -> None:
         for broker in self.venues:
@@ -280,44 +300,6 @@ class PaperTrader:
             # next tick has come already, and an order would enter a tick late.
             await self.process(t, epoch, quote, arrived, live=not t.queue)
 
-    async def _session(self, stop: asyncio.Event) -> None:
-        async with DerivClient(self.url, on_tick=self._on_tick) as client:
-            for t in self.traders.values():
-                t.queue.clear()
-                await client.subscribe_ticks(t.symbol)
-            for t in self.traders.values():
-                await self._catch_up(client, t)
-            last_progress = time.monotonic()
-            while not stop.is_set():
-                if client.closed.is_set():
-                    raise ConnectionLost("connection closed")
-                for t in self.traders.values():
-                    await self._drain(t)
-                self.collect_venue_fills()
-                if time.monotonic() - last_progress >= self.progress_interval_s:
-                    log.info(self.progress())
-                    last_progress = time.monotonic()
-                await asyncio.sleep(0.002)
-            for t in self.traders.values():
-                await self._drain(t)
-            self.collect_venue_fills()
-
-    async def run(self, stop: asyncio.Event, max_reconnects: int = 100) -> PaperStats:
-        """Trade until `stop` is set; reconnects (with back-off) when the connection fails."""
-        await self.resume_venues()
-        attempt = 0
-        while not stop.is_set():
-            try:
-                await self._session(stop)
-            except (ConnectionLost, TimeoutError, OSError, DerivAPIError) as exc:
-                attempt += 1
-                self.stats.reconnects += 1
-                if attempt > max_reconnects:
-                    raise
-                log.warning("paper: %s; reconnecting (%d)", exc, attempt)
-                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
-        return self.stats
-
     async def resume_venues(self) -> None:
         """Follow again the venue positions the journal holds open (placed before a restart)."""
         for broker in self.venues:
@@ -337,9 +319,108 @@ class PaperTrader:
         p99 = np.percentile(self.stats.decision_ms, 99) if self.stats.decision_ms else math.nan
         pnl = ", ".join(f"{b} {self.stats.fills.get(b, 0)} trades {v:+.2f}" for b, v in sorted(self.stats.pnl.items()))
         return (
-            f"paper {self.model} v{self.version}: {self.stats.ticks:,} ticks ({self.stats.replayed:,} from history), "
+            f"paper {self.book} {self.model} v{self.version}: {self.stats.ticks:,} ticks ({self.stats.replayed:,} from history), "
             f"{self.stats.signals:,} signals, {open_now} open, {pnl or 'no trade yet'}; decision p99 {p99:.2f} ms"
         )
+
+
+class PaperDesk:
+    """One tick connection feeding every book (the champion's, and the challenger's beside it): each
+    tick reaches each book, and each book catches up from its own checkpoint after a (re)connection."""
+
+    def __init__(
+        self,
+        url: str,
+        books: list[PaperTrader],
+        *,
+        progress_interval_s: float = 30.0,
+        challenger_share: Callable[[], float] | None = None,
+        share_interval_s: float = 30.0,
+    ):
+        if len({b.book for b in books}) != len(books):
+            raise ValueError(f"books: each book trades once ({', '.join(b.book for b in books)})")
+        self.url, self.books = url, books
+        self.progress_interval_s = progress_interval_s
+        self.challenger_share = challenger_share  # the canary's share, read again every share_interval_s
+        self.share_interval_s = share_interval_s
+        self.stats = {b.book: b.stats for b in books}
+
+    def _on_tick(self, tick: dict) -> None:
+        for book in self.books:
+            book._on_tick(tick)
+
+    def _follow_share(self) -> None:
+        if self.challenger_share is None:
+            return
+        try:
+            share = float(self.challenger_share())
+        except Exception as exc:  # the registry unreachable: the books keep the share they had
+            log.warning(
+                "paper: canary share unreadable (%s: %s); keeping %s", type(exc).__name__, exc, self.books[0].challenger_share
+            )
+            return
+        for book in self.books:
+            if book.challenger_share != share:
+                log.info(
+                    "paper %s: challenger share of venue orders %.0f%% -> %.0f%%",
+                    book.book,
+                    100 * book.challenger_share,
+                    100 * share,
+                )
+            book.challenger_share = share
+            book.metrics.venue_share.set(share)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        async with DerivClient(self.url, on_tick=self._on_tick) as client:
+            symbols = {s for book in self.books for s in book.traders}
+            for book in self.books:
+                for t in book.traders.values():
+                    t.queue.clear()
+            for symbol in sorted(symbols):
+                await client.subscribe_ticks(symbol)
+            for book in self.books:
+                for t in book.traders.values():
+                    await book._catch_up(client, t)
+            last_progress = last_share = time.monotonic()
+            while not stop.is_set():
+                if client.closed.is_set():
+                    raise ConnectionLost("connection closed")
+                await self._drain()
+                now = time.monotonic()
+                if now - last_share >= self.share_interval_s:
+                    self._follow_share()
+                    last_share = now
+                if now - last_progress >= self.progress_interval_s:
+                    for book in self.books:
+                        log.info(book.progress())
+                    last_progress = now
+                await asyncio.sleep(0.002)
+            await self._drain()
+
+    async def _drain(self) -> None:
+        for book in self.books:
+            for t in book.traders.values():
+                await book._drain(t)
+            book.collect_venue_fills()
+
+    async def run(self, stop: asyncio.Event, max_reconnects: int = 100) -> dict[str, PaperStats]:
+        """Trade until `stop` is set; reconnects (with back-off) when the connection fails."""
+        self._follow_share()
+        for book in self.books:
+            await book.resume_venues()
+        attempt = 0
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+            except (ConnectionLost, TimeoutError, OSError, DerivAPIError) as exc:
+                attempt += 1
+                for book in self.books:
+                    book.stats.reconnects += 1
+                if attempt > max_reconnects:
+                    raise
+                log.warning("paper: %s; reconnecting (%d)", exc, attempt)
+                await asyncio.sleep(min(30.0, 0.5 * 2 ** min(attempt, 6)))
+        return self.stats
 
 
 def warmup_seconds(predictor: OnnxPredictor, symbol: str) -> int:
@@ -349,12 +430,15 @@ def warmup_seconds(predictor: OnnxPredictor, symbol: str) -> int:
     return int(ticks * (get_symbol(symbol).tick_interval_s or 1) * 1.2)
 
 
-def champion(settings: Settings, model: str | None = None) -> tuple[OnnxPredictor, ExecutionConfig]:
-    """The champion's bundle (fetched to the bundle cache) and the execution of its backtest."""
+def registered(
+    settings: Settings, alias: str = CHAMPION, model: str | None = None
+) -> tuple[OnnxPredictor, ExecutionConfig] | None:
+    """The bundle of `model@alias` (fetched to the bundle cache) and the execution of its backtest;
+    None when the model has no such alias."""
     registry = BundleRegistry(settings.mlflow_uri(), settings.bundle_cache_dir())
     name = model or settings.model or registry.default_model_name()
-    version = registry.resolve(name, CHAMPION)
+    version = registry.resolve(name, alias)
     if version is None:
-        raise LookupError(f"{name} has no champion: run the promotion gate (the champion asset) first")
+        return None
     predictor = OnnxPredictor(registry.fetch(name, version), registered=(name, version))
     return predictor, load_served_version(registry.tracker, name, version).execution
