@@ -197,75 +197,54 @@ def rollback_champion(args: argparse.Namespace) -> int:
 
 
 def paper(args: argparse.Namespace) -> int:
-    """Paper-trade the champion, and the challenger beside it on the same ticks (or a bundle folder with
-    its execution config), on the live ticks."""
+    """Paper-trade the champion, and the challenger beside it on the same ticks, following the registry
+    (or a bundle folder with its execution config), on the live ticks."""
     from prometheus_client import start_http_server
 
     from scalping_assets.backtest.engine import ExecutionConfig
-    from scalping_assets.models.tracking import CHALLENGER, CHAMPION
+    from scalping_assets.monitoring.live import MonitoringError
     from scalping_assets.trading.broker import BrokerError
-    from scalping_assets.trading.journal import CHALLENGER_BOOK, CHAMPION_BOOK, Journal, JournalError, default_url
-    from scalping_assets.trading.paper import PaperDesk, PaperMetrics, PaperTrader, registered
+    from scalping_assets.trading.journal import Journal, JournalError, default_url
+    from scalping_assets.trading.lineup import Lineup
+    from scalping_assets.trading.paper import PaperDesk, PaperMetrics, PaperTrader
     from serving.bundle import OnnxPredictor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     settings = Settings(data_dir=args.data_dir)
-    variants = {}  # book -> (predictor, execution)
-    if args.bundle:
-        if not args.execution:
-            print("error: --bundle needs --execution (the execution config JSON of its backtest)", file=sys.stderr)
-            return 2
-        variants[CHAMPION_BOOK] = (
-            OnnxPredictor(args.bundle),
-            ExecutionConfig.model_validate_json(Path(args.execution).read_text()),
-        )
-    else:
-        try:
-            variants[CHAMPION_BOOK] = registered(settings, CHAMPION, args.model)
-            if variants[CHAMPION_BOOK] is None:
-                print(
-                    f"error: {args.model or settings.model or 'the model'} has no champion: run the gate first", file=sys.stderr
-                )
-                return 2
-            name = variants[CHAMPION_BOOK][0].registered_model
-            if not args.no_challenger and (challenger := registered(settings, CHALLENGER, name)) is not None:
-                variants[CHALLENGER_BOOK] = challenger
-        except LookupError as exc:  # no registered model yet, or a bundle never exported
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    manifest = variants[CHAMPION_BOOK][0].manifest
-    cleared = [s for s in manifest.symbols if manifest.cleared(s)]
-    names = _symbols(args.symbols) if args.symbols else [s for s in cleared if s in settings.symbols] or cleared
-    capital = variants[CHAMPION_BOOK][1].capital
+    if args.bundle and not args.execution:
+        print("error: --bundle needs --execution (the execution config JSON of its backtest)", file=sys.stderr)
+        return 2
+    url = args.journal or settings.paper_db.get_secret_value() or default_url(settings.data_dir)
+    metrics, symbols = PaperMetrics(), _symbols(args.symbols) if args.symbols else None
+
+    def brokers(book: str) -> list:
+        if not args.deriv_broker:
+            return []
+        from scalping_assets.trading.deriv_broker import DerivBroker
+
+        return [DerivBroker.from_env(deriv_url(args.url), allow_real=args.allow_real_account)]
+
+    lineup = None
     try:
-        journal = Journal(args.journal or settings.paper_db.get_secret_value() or default_url(settings.data_dir), capital)
-    except JournalError as exc:
+        if args.bundle:
+            predictor = OnnxPredictor(args.bundle)
+            execution = ExecutionConfig.model_validate_json(Path(args.execution).read_text())
+            manifest = predictor.manifest
+            cleared = [s for s in manifest.symbols if manifest.cleared(s)]
+            names = symbols or [s for s in cleared if s in settings.symbols] or cleared
+            journal = Journal(url, execution.capital)
+            books = [PaperTrader(predictor, execution, journal, names, brokers(journal.book), metrics=metrics)]
+        else:
+            journal = Journal(url)
+            lineup = Lineup(
+                settings, journal, model=args.model, symbols=symbols, challenger=not args.no_challenger,
+                brokers=brokers, metrics=metrics,
+            )  # fmt: skip
+            books = lineup.books()
+    except (LookupError, JournalError, MonitoringError) as exc:  # no champion, no bundle or backtest, an old journal
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    metrics, books = PaperMetrics(), []
-    for book, (predictor, execution) in variants.items():
-        brokers = []
-        if args.deriv_broker:
-            from scalping_assets.trading.deriv_broker import DerivBroker
-
-            brokers.append(DerivBroker.from_env(deriv_url(args.url), allow_real=args.allow_real_account))
-        # The challenger trades the symbols both were cleared for: the pairs the A/B compares.
-        symbols = names if book == CHAMPION_BOOK else [s for s in names if predictor.manifest.cleared(s)]
-        if symbols:
-            books.append(
-                PaperTrader(predictor, execution, journal.other_book(book, execution.capital), symbols, brokers, metrics=metrics)
-            )
-    share = None
-    if len(books) > 1:  # the canary's share of venue orders, from the registry the service follows too
-        from scalping_assets.models.tracking import Tracker
-        from scalping_assets.trading.canary_state import read_canary, routed_share
-
-        tracker, challenger = Tracker(settings.mlflow_uri()), books[1]
-
-        def share() -> float:
-            return routed_share(read_canary(tracker, challenger.model), challenger.version, 0.0)
-
-    desk = PaperDesk(deriv_url(args.url), books, progress_interval_s=args.progress_interval, challenger_share=share)
+    desk = PaperDesk(deriv_url(args.url), books, progress_interval_s=args.progress_interval, lineup=lineup)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="127.0.0.1", registry=metrics.registry)
     for b in books:
@@ -276,7 +255,7 @@ def paper(args: argparse.Namespace) -> int:
         )
 
     async def run(stop: asyncio.Event) -> None:
-        venues = [broker for b in books for broker in b.venues]
+        venues = lineup.venues() if lineup else books[0].venues
         for broker in venues:
             await broker.connect()
         try:
@@ -290,7 +269,7 @@ def paper(args: argparse.Namespace) -> int:
     except (DerivAPIError, BrokerError) as exc:  # a bad token, a real account without the flag
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    for b in books:
+    for b in desk.books:
         print(f"stopped: {b.progress()}", flush=True)
     return 0
 

@@ -22,15 +22,19 @@ import pytest
 from scalping_assets.assets.trading import PaperJournalResource, daily_paper_parity_schedule, paper_parity
 from scalping_assets.backtest.engine import ExecutionConfig
 from scalping_assets.backtest.incremental import EngineState
+from scalping_assets.backtest.promotion import crown
 from scalping_assets.market.simulator import day_start_epoch
 from scalping_assets.market.store import TickStore
+from scalping_assets.models.tracking import CHALLENGER, CHAMPION
 from scalping_assets.partitions import tick_partition
 from scalping_assets.resources import MLflowResource, RecordIOManager, TickStoreResource
+from scalping_assets.settings import Settings
 from scalping_assets.testing.fake_contracts import Account
 from scalping_assets.testing.fake_deriv import FakeDerivServer, ServerThread
 from scalping_assets.trading import journal as J
 from scalping_assets.trading.deriv_broker import DerivBroker
 from scalping_assets.trading.journal import Journal, JournalError
+from scalping_assets.trading.lineup import Lineup
 from scalping_assets.trading.paper import PaperDesk, PaperMetrics, PaperTrader, warmup_seconds
 from scalping_assets.trading.parity import day_parity, replay_start
 from serving.bundle import OnnxPredictor
@@ -317,3 +321,46 @@ def test_a_deriv_virtual_account_fills_the_paper_traders_orders_and_parity_expla
     # its next tick (explained above), and the trades made alike pay the same to the cent.
     assert venue["entry_match"] >= 0.9 and venue["trades_matched"] >= 10, venue
     assert venue["abs_pnl_diff_max_matched"] <= 0.005 + 1e-9, venue
+
+
+def test_the_desk_follows_the_registry_a_crowned_challenger_trades_on_in_the_champions_book(served_models, tmp_path, monkeypatch):
+    """A canary completes while the desk trades: within its follow interval the champion's book trades
+    the new champion from its checkpoint (no tick lost between the versions) and the challenger's book
+    is gone, with no restart."""
+    tracker = served_models.tracker
+    name = "scalping-paper-follow"
+    first = tracker.register(served_models.candidates["xgboost"].model_uri, name, {})
+    crowned = tracker.register(served_models.candidates["cnn"].model_uri, name, {})  # both runs hold a bundle
+    served_models.export("cnn")
+    tracker.set_alias(name, CHAMPION, first)
+    tracker.set_alias(name, CHALLENGER, crowned)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracker.tracking_uri)
+    journal = Journal(f"sqlite:///{tmp_path / 'j.sqlite'}")
+    lineup = Lineup(Settings(data_dir=tmp_path), journal, model=name, symbols=[SYMBOL], execution=lambda *_: EXECUTION)
+    server = FakeDerivServer(seed=7, start=START, time_scale=SCALE)
+    with ServerThread(server) as thread:
+        desk = PaperDesk(thread.url, lineup.books(), lineup=lineup, follow_interval_s=0.5)
+        assert [(b.book, b.version) for b in desk.books] == [("champion", first), ("challenger", crowned)]
+
+        def complete() -> None:  # what the canary does when its last step held
+            crown(tracker, name, crowned)
+            tracker.delete_alias(name, CHALLENGER)
+
+        async def run():
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.call_later(5, complete)
+            loop.call_later(12, stop.set)
+            return await desk.run(stop)
+
+        asyncio.run(run())
+        signals = journal.read(J.signals).sort_values("epoch")
+        epochs, _ = server.between(SYMBOL, int(signals["epoch"].min()), int(signals["epoch"].max()))
+    assert [(b.book, b.version) for b in desk.books] == [("champion", crowned)]
+    before, after = signals[signals["version"] == first], signals[signals["version"] == crowned]
+    assert len(before) > 50 and len(after) > 50 and before["epoch"].max() < after["epoch"].min()
+    # The new book played on from the old one's checkpoint: the server ticks between the last signal of
+    # the old version and the first of the new are only those without a signal, not the rebuild's time.
+    skipped = ((epochs > before["epoch"].max()) & (epochs < after["epoch"].min())).sum()
+    assert skipped <= 2, f"{skipped} ticks between the versions"
+    assert journal.other_book("challenger").read(J.signals)["epoch"].max() < after["epoch"].min() + 2 * SCALE

@@ -30,7 +30,6 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,16 +37,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from serving.bundle import OnnxPredictor
 from serving.models import bucket
-from serving.registry import BundleRegistry
 
 from ..backtest.engine import ExecutionConfig
 from ..backtest.incremental import IncrementalEngine, Step
 from ..features import registry as R
 from ..market.deriv_client import ConnectionLost, DerivAPIError, DerivClient
 from ..market.symbols import get_symbol
-from ..models.tracking import CHAMPION
-from ..monitoring.live import load_served_version
-from ..settings import Settings
 from .broker import Broker, BrokerError, Fill, Order, PaperBroker
 from .journal import CHALLENGER_BOOK, Journal
 
@@ -324,9 +319,17 @@ class PaperTrader:
         )
 
 
+class LineupChanged(Exception):
+    """The registry names other versions than the books trade: the desk rebuilds them."""
+
+
 class PaperDesk:
     """One tick connection feeding every book (the champion's, and the challenger's beside it): each
-    tick reaches each book, and each book catches up from its own checkpoint after a (re)connection."""
+    tick reaches each book, and each book catches up from its own checkpoint after a (re)connection.
+
+    With a `lineup` (`trading.lineup`), the desk reads the registry every `follow_interval_s`: the
+    canary's share of venue orders, and the versions to trade; when those moved (a canary completed or
+    rolled back, a new challenger), it rebuilds the books and goes on from their checkpoints."""
 
     def __init__(
         self,
@@ -334,31 +337,37 @@ class PaperDesk:
         books: list[PaperTrader],
         *,
         progress_interval_s: float = 30.0,
-        challenger_share: Callable[[], float] | None = None,
-        share_interval_s: float = 30.0,
+        lineup=None,  # trading.lineup.Lineup (which imports this module)
+        follow_interval_s: float = 30.0,
     ):
+        self.url, self.lineup = url, lineup
+        self._set_books(books)
+        self.progress_interval_s = progress_interval_s
+        self.follow_interval_s = follow_interval_s
+
+    def _set_books(self, books: list[PaperTrader]) -> None:
         if len({b.book for b in books}) != len(books):
             raise ValueError(f"books: each book trades once ({', '.join(b.book for b in books)})")
-        self.url, self.books = url, books
-        self.progress_interval_s = progress_interval_s
-        self.challenger_share = challenger_share  # the canary's share, read again every share_interval_s
-        self.share_interval_s = share_interval_s
+        self.books = books
         self.stats = {b.book: b.stats for b in books}
 
     def _on_tick(self, tick: dict) -> None:
         for book in self.books:
             book._on_tick(tick)
 
-    def _follow_share(self) -> None:
-        if self.challenger_share is None:
+    def _follow(self) -> None:
+        """The registry's versions and the canary's share; raises LineupChanged when the versions moved."""
+        if self.lineup is None:
             return
         try:
-            share = float(self.challenger_share())
-        except Exception as exc:  # the registry unreachable: the books keep the share they had
-            log.warning(
-                "paper: canary share unreadable (%s: %s); keeping %s", type(exc).__name__, exc, self.books[0].challenger_share
-            )
+            versions = self.lineup.versions()
+            share = float(self.lineup.share(versions))
+        except Exception as exc:  # the registry unreachable: the books trade on as they are
+            log.warning("paper: the registry is unreadable (%s: %s); trading on as before", type(exc).__name__, exc)
             return
+        trading = {b.book: b.version for b in self.books}
+        if versions != trading:
+            raise LineupChanged(f"{trading} -> {versions}")
         for book in self.books:
             if book.challenger_share != share:
                 log.info(
@@ -381,15 +390,15 @@ class PaperDesk:
             for book in self.books:
                 for t in book.traders.values():
                     await book._catch_up(client, t)
-            last_progress = last_share = time.monotonic()
+            last_progress = last_follow = time.monotonic()
             while not stop.is_set():
                 if client.closed.is_set():
                     raise ConnectionLost("connection closed")
                 await self._drain()
                 now = time.monotonic()
-                if now - last_share >= self.share_interval_s:
-                    self._follow_share()
-                    last_share = now
+                if now - last_follow >= self.follow_interval_s:
+                    self._follow()
+                    last_follow = now
                 if now - last_progress >= self.progress_interval_s:
                     for book in self.books:
                         log.info(book.progress())
@@ -403,15 +412,29 @@ class PaperDesk:
                 await book._drain(t)
             book.collect_venue_fills()
 
-    async def run(self, stop: asyncio.Event, max_reconnects: int = 100) -> dict[str, PaperStats]:
-        """Trade until `stop` is set; reconnects (with back-off) when the connection fails."""
-        self._follow_share()
+    async def _start_books(self) -> None:
         for book in self.books:
             await book.resume_venues()
+
+    async def run(self, stop: asyncio.Event, max_reconnects: int = 100) -> dict[str, PaperStats]:
+        """Trade until `stop` is set; reconnects (with back-off) when the connection fails, rebuilds the
+        books when the registry names other versions."""
+        try:
+            self._follow()
+        except LineupChanged:
+            self._set_books(self.lineup.books())
+        await self._start_books()
         attempt = 0
         while not stop.is_set():
             try:
                 await self._session(stop)
+            except LineupChanged as exc:
+                # Every tick so far is journaled: the new books play on from their checkpoints, as a
+                # restart would (the features warm up from history, the engine state is the journal's).
+                log.info("paper: the registry moved (%s); trading the new versions from the books' checkpoints", exc)
+                self._set_books(self.lineup.books())
+                self._follow()
+                await self._start_books()
             except (ConnectionLost, TimeoutError, OSError, DerivAPIError) as exc:
                 attempt += 1
                 for book in self.books:
@@ -428,17 +451,3 @@ def warmup_seconds(predictor: OnnxPredictor, symbol: str) -> int:
     session): the features' look-back and one model window, with room for skipped epochs."""
     ticks = predictor.manifest.min_ticks + R.WARMUP_TICKS // 10 + 200
     return int(ticks * (get_symbol(symbol).tick_interval_s or 1) * 1.2)
-
-
-def registered(
-    settings: Settings, alias: str = CHAMPION, model: str | None = None
-) -> tuple[OnnxPredictor, ExecutionConfig] | None:
-    """The bundle of `model@alias` (fetched to the bundle cache) and the execution of its backtest;
-    None when the model has no such alias."""
-    registry = BundleRegistry(settings.mlflow_uri(), settings.bundle_cache_dir())
-    name = model or settings.model or registry.default_model_name()
-    version = registry.resolve(name, alias)
-    if version is None:
-        return None
-    predictor = OnnxPredictor(registry.fetch(name, version), registered=(name, version))
-    return predictor, load_served_version(registry.tracker, name, version).execution
