@@ -228,6 +228,39 @@ def test_a_breach_rolls_back_once_and_a_rolled_back_canary_is_left_alone(registr
     assert [e.event for e in alias_history(tracker, name)] == ["started", "rolled back", "alias removed"]
 
 
+def test_a_rollback_alert_the_webhook_refused_is_sent_on_the_next_sensor_tick(registry, metrics_url, monkeypatch):
+    tracker, versions = registry
+    name, (v1, v2) = versions(2)
+    tracker.set_alias(name, CHAMPION, v1)
+    tracker.set_alias(name, CHALLENGER, v2)
+    monkeypatch.setenv("SCALPING_SERVICE_URL", metrics_url)
+    monkeypatch.setenv("SCALPING_API_KEY", "")
+    resources = {
+        "mlflow_store": MLflowResource(tracking_uri=tracker.tracking_uri),
+        "paper_journal": PaperJournalResource(url="sqlite://"),
+    }
+    cursor = None
+    with WebhookReceiver() as hook, dg.instance_for_test() as instance:
+        monkeypatch.setenv("SCALPING_ALERT_WEBHOOK_URL", hook.url)
+
+        def tick() -> list[dict]:
+            nonlocal cursor
+            with dg.build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+                cursor = canary_sensor(context).cursor
+            return [a for a in json.loads(cursor)["pending"] if name in a["title"]]
+
+        start_canary(tracker, name, CanaryConfig(hold_s=60, min_requests=20))
+        assert tick() == []  # the step's baseline
+        PREDICTION_ERRORS.labels(variant=CHALLENGER).inc(25)
+        hook.answer_next(500, 500, 500)  # every attempt of this tick's delivery fails
+        [pending] = tick()
+        assert read_canary(tracker, name).status == "rolled_back", "the rollback does not wait for the alert"
+        assert pending["title"] == f"Canary of {name} v{v2} rolled back" and hook.bodies == []
+        assert tick() == []  # delivered on the next tick, once
+        assert tick() == []
+    assert [b["text"].splitlines()[0] for b in hook.bodies] == [pending["title"]]
+
+
 def test_a_challenger_alias_moved_by_someone_else_ends_the_canary_and_stays_theirs(registry, metrics_url):
     tracker, versions = registry
     name, (v1, v2, v3) = versions(3)
@@ -461,14 +494,14 @@ def test_the_canary_sensor_rolls_back_a_failing_challenger_through_dagster(serve
         start_canary(tracker, name, CanaryConfig(hold_s=2, min_requests=20))
         _wait_for(url, 0.1)
         assert f"{name} v{bad}: running at 10%" in tick()  # the step's first look: its baseline, in the cursor
-        assert name in json.loads(cursor)
+        assert name in json.loads(cursor)["baselines"]
         deadline = time.monotonic() + 30
         while read_canary(tracker, name).running and time.monotonic() < deadline:
             _round(url, window)
             said = tick()
         state = read_canary(tracker, name)
         assert state.status == "rolled_back" and "error rate 100.0%" in state.why, said
-        assert f"{name} v{bad}: rolled_back at 0%" in said and json.loads(cursor) == {}
+        assert f"{name} v{bad}: rolled_back at 0%" in said and json.loads(cursor) == {"baselines": {}, "pending": []}
         assert tracker.alias_version(name, CHAMPION) == champion and tracker.alias_version(name, CHALLENGER) is None
         assert "no canary running" in tick(), "a rolled-back canary is not evaluated again"
         _wait_for(url, 0.0)
