@@ -69,6 +69,11 @@ class Manifest(BaseModel):
     def cleared(self, symbol: str) -> bool:
         return self.cleared_symbols is None or symbol in self.cleared_symbols
 
+    def window_ready(self, rows: Sequence[np.ndarray]) -> bool:
+        """Whether the latest feature rows make a model window: a full window whose oldest row is defined
+        (a feature is defined from the end of its warm-up on, so every later row is too)."""
+        return len(rows) >= self.window and bool(np.isfinite(rows[-self.window]).all())
+
     @property
     def min_ticks(self) -> int:
         """Ticks a raw-tick request needs: the features' look-back, then one window of defined rows."""

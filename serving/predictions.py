@@ -118,7 +118,7 @@ def stream_step(stream: Stream, tick: StreamTick, client: str | None, started: f
         rows.append(state.update(tick.epoch, tick.quote))
     except FeatureInputError as exc:
         return {"error": f"tick: {exc}"}
-    if len(rows) < model.manifest.window or not np.isfinite(rows[0]).all():
+    if not model.manifest.window_ready(rows):
         return {"symbol": tick.symbol, "epoch": tick.epoch, "ready": False, "warmup_left": model.manifest.min_ticks - state.n}
     item = Item(tick.symbol, client, stream.route, np.stack(rows), tick.epoch)
     prediction = predict("stream", [item], started, log)[0]

@@ -232,6 +232,19 @@ def exits_of(k, epochs, fills, sides, tp, sl, max_hold_ticks, max_hold_seconds, 
     return _exits_of(k, epochs, fills, sides, tp, sl, max_hold_ticks, float(max_hold_seconds), float(stop_out))
 
 
+def money_barriers(symbol: str, config: ExecutionConfig, terms: Terms) -> tuple[float, float]:
+    """Deriv's limit orders (unit money) as barrier distances per pip of the entry quote: the profit
+    notional x move / entry - commission reaches +take_profit or -stop_loss, so the take-profit lies
+    (take_profit + commission) / notional of the entry away, the stop-loss (stop_loss - commission) /
+    notional. Both engines multiply these by the entry in pips, in this order (bit for bit)."""
+    if config.stop_loss <= terms.commission:
+        raise ValueError(
+            f"{symbol}: stop_loss {config.stop_loss:g} is within the commission {terms.commission:g}: "
+            "the contract would stop at its entry"
+        )
+    return (config.take_profit + terms.commission) / terms.notional, (config.stop_loss - terms.commission) / terms.notional
+
+
 @dataclass
 class TickPath:
     """One symbol's ticks prepared for execution: pip grid, barrier distances, RMS move per tick, and
@@ -264,15 +277,8 @@ class TickPath:
         if config.instrument == "rise_fall":  # no take-profit or stop-loss: the contract runs its ticks
             tp, sl = np.full(len(k), np.inf), np.full(len(k), np.inf)
         elif config.unit == "money":
-            # Deriv's limit orders: profit = notional x move / entry - commission reaches +take_profit
-            # or -stop_loss; as distances in pips from each tick's quote.
-            if config.stop_loss <= terms.commission:
-                raise ValueError(
-                    f"{symbol}: stop_loss {config.stop_loss:g} is within the commission {terms.commission:g}: "
-                    "the contract would stop at its entry"
-                )
-            tp = (config.take_profit + terms.commission) / terms.notional * kf
-            sl = (config.stop_loss - terms.commission) / terms.notional * kf
+            tp_per_pip, sl_per_pip = money_barriers(symbol, config, terms)
+            tp, sl = tp_per_pip * kf, sl_per_pip * kf
         else:
             tp, sl = barrier_distances(k, config.barriers())
         return cls(

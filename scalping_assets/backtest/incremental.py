@@ -37,7 +37,19 @@ from pydantic import BaseModel, ConfigDict
 from ..features.labels import DOWN, SIGMA_WINDOW, UP
 from ..market.symbols import SymbolCosts
 from ..trading.broker import Order
-from .engine import HOUR, MINUTE, REACH, REASONS, STOP_LOSS, STOP_OUT, TAKE_PROFIT, TIMEOUT, ExecutionConfig, trade_columns
+from .engine import (
+    HOUR,
+    MINUTE,
+    REACH,
+    REASONS,
+    STOP_LOSS,
+    STOP_OUT,
+    TAKE_PROFIT,
+    TIMEOUT,
+    ExecutionConfig,
+    money_barriers,
+    trade_columns,
+)
 from .instruments import instrument_terms
 
 
@@ -126,11 +138,8 @@ class IncrementalEngine:
     ):
         self.symbol, self.pip, self.config = symbol, pip, config
         self.terms = instrument_terms(symbol, config, costs, pip)
-        if config.unit == "money" and config.instrument == "multiplier" and config.stop_loss <= self.terms.commission:
-            raise ValueError(
-                f"{symbol}: stop_loss {config.stop_loss:g} is within the commission {self.terms.commission:g}: "
-                "the contract would stop at its entry"
-            )
+        money = config.unit == "money" and config.instrument == "multiplier"
+        self._money = money_barriers(symbol, config, self.terms) if money else None  # per pip of the entry
         self.max_hold_ticks = config.max_hold_ticks if config.max_hold_seconds is None else math.inf
         self.max_hold_seconds = math.inf if config.max_hold_seconds is None else float(config.max_hold_seconds)
         self.stop_out = self.terms.stop_out_move
@@ -207,10 +216,8 @@ class IncrementalEngine:
         c = self.config
         if c.instrument == "rise_fall":
             return math.inf, math.inf
-        if c.unit == "money":
-            return (c.take_profit + self.terms.commission) / self.terms.notional * kf, (
-                c.stop_loss - self.terms.commission
-            ) / self.terms.notional * kf
+        if self._money is not None:
+            return self._money[0] * kf, self._money[1] * kf
         if c.unit == "pips":
             return c.take_profit, c.stop_loss
         scale = math.nan if sigma == 0 else sigma

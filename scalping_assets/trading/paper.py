@@ -157,7 +157,7 @@ class PaperTrader:
         t.fed_epoch = epoch
         trading = t.first_epoch is not None and epoch >= t.first_epoch
         proba = None
-        if trading and len(t.rows) == t.rows.maxlen and np.isfinite(t.rows[0]).all():
+        if trading and self.predictor.manifest.window_ready(t.rows):
             proba = self.predictor.predict(np.stack(t.rows)[None], t.symbol)[0]
         # The engine sees every tick, the warm-up included (its sigma window), and trades from the first.
         step = t.engine.on_tick(epoch, quote, proba)
