@@ -121,59 +121,43 @@ def compare_trades(
     names the cause of a mismatch."""
     ref = _normalised(reference).set_index("order_id")
     oth = _normalised(other).set_index("order_id")
-    ids = sorted(set(ref.index) | set(oth.index))
-    mismatches, deltas, both, same_deltas = [], [], [], []
-    for order_id in ids:
-        a = ref.loc[order_id] if order_id in ref.index else None
-        b = oth.loc[order_id] if order_id in oth.index else None
-        same = (
-            a is not None
-            and b is not None
-            and a["entry_epoch"] == b["entry_epoch"]
-            and a["exit_epoch"] == b["exit_epoch"]
-            and a["reason"] == b["reason"]
-        )
-        if a is not None and b is not None:
-            deltas.append(abs(float(a["pnl"]) - float(b["pnl"])))
-            both.append(order_id)
-            if same:
-                same_deltas.append(deltas[-1])
-        if not same:
-            why = explain(order_id, a, b) if explain else "unexplained"
-            mismatches.append(
-                {
-                    "kind": "trade",
-                    "order_id": order_id,
-                    reference_name: _brief(a),
-                    other_name: _brief(b),
-                    "why": why,
-                }
-            )
-    pnl_ref, pnl_oth = float(ref["pnl"].sum()), float(oth["pnl"].sum())
-    common_ref, common_oth = float(ref.loc[both, "pnl"].sum()), float(oth.loc[both, "pnl"].sum())
-    order = ref.loc[[i for i in both]].sort_values("exit_epoch").index if both else []
-    gap = (
-        np.abs(np.cumsum(ref.loc[order, "pnl"].to_numpy()) - np.cumsum(oth.loc[order, "pnl"].to_numpy())) if both else np.zeros(0)
-    )
-    matched = len(ids) - len(mismatches)
+    j = ref.join(oth, how="outer", lsuffix="_a", rsuffix="_b").sort_index()
+    a_in, b_in = j["pnl_a"].notna(), j["pnl_b"].notna()
+    both = a_in & b_in
+    entry_same, reason_same = j["entry_epoch_a"] == j["entry_epoch_b"], j["reason_a"] == j["reason_b"]
+    same = both & entry_same & (j["exit_epoch_a"] == j["exit_epoch_b"]) & reason_same
+    delta = (j["pnl_a"] - j["pnl_b"]).abs()
+    mismatches = []
+    for order_id in j.index[~same]:
+        a = ref.loc[order_id] if a_in[order_id] else None
+        b = oth.loc[order_id] if b_in[order_id] else None
+        why = explain(order_id, a, b) if explain else "unexplained"
+        mismatches.append({"kind": "trade", "order_id": order_id, reference_name: _brief(a), other_name: _brief(b), "why": why})
+    common = j[both].sort_values("exit_epoch_a")  # the orders both filled, by the reference's exit
+    gap = np.abs(np.cumsum(common["pnl_a"].to_numpy()) - np.cumsum(common["pnl_b"].to_numpy()))
+    common_ref, common_oth = float(j.loc[both, "pnl_a"].sum()), float(j.loc[both, "pnl_b"].sum())
+    n, n_both = len(j), int(both.sum())
+
+    def share(mask: pd.Series) -> float:
+        return float(mask[both].mean()) if n_both else math.nan
+
+    def largest(values: pd.Series) -> float:
+        return float(values.max()) if len(values) else math.nan
+
     return {
         f"trades_{reference_name}": len(ref),
         f"trades_{other_name}": len(oth),
-        "trades_matched": matched,
-        "trade_match": matched / len(ids) if ids else math.nan,
-        "entry_match": sum(1 for i in both if ref.loc[i, "entry_epoch"] == oth.loc[i, "entry_epoch"]) / len(both)
-        if both
-        else math.nan,
-        "exit_reason_match": sum(1 for i in both if ref.loc[i, "reason"] == oth.loc[i, "reason"]) / len(both)
-        if both
-        else math.nan,
-        "abs_pnl_diff_mean": float(np.mean(deltas)) if deltas else math.nan,
-        "abs_pnl_diff_max": float(np.max(deltas)) if deltas else math.nan,
+        "trades_matched": int(same.sum()),
+        "trade_match": float(same.mean()) if n else math.nan,
+        "entry_match": share(entry_same),
+        "exit_reason_match": share(reason_same),
+        "abs_pnl_diff_mean": float(delta[both].mean()) if n_both else math.nan,
+        "abs_pnl_diff_max": largest(delta[both]),
         # The cost models compared: |ΔP&L| of the trades both sides made alike (entry, exit, reason).
-        "abs_pnl_diff_max_matched": float(np.max(same_deltas)) if same_deltas else math.nan,
+        "abs_pnl_diff_max_matched": largest(delta[same]),
         "tracking_error": float(gap.max()) if len(gap) else 0.0,
-        f"pnl_{reference_name}": pnl_ref,
-        f"pnl_{other_name}": pnl_oth,
+        f"pnl_{reference_name}": float(ref["pnl"].sum()),
+        f"pnl_{other_name}": float(oth["pnl"].sum()),
         # Over the orders both sides filled: the same opportunities, paid by each side's rules.
         "pnl_ratio": common_oth / common_ref if common_ref else math.nan,
     }, mismatches
