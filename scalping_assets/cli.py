@@ -229,9 +229,7 @@ def paper(args: argparse.Namespace) -> int:
         if args.bundle:
             predictor = OnnxPredictor(args.bundle)
             execution = ExecutionConfig.model_validate_json(Path(args.execution).read_text())
-            manifest = predictor.manifest
-            cleared = [s for s in manifest.symbols if manifest.cleared(s)]
-            names = symbols or [s for s in cleared if s in settings.symbols] or cleared
+            names = symbols or predictor.manifest.traded(settings.symbols)
             journal = Journal(url, execution.capital)
             books = [PaperTrader(predictor, execution, journal, names, brokers(journal.book), metrics=metrics)]
         else:

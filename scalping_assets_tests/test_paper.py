@@ -162,6 +162,10 @@ def test_champion_and_challenger_trade_the_same_ticks_side_by_side_each_equal_to
     journal = Journal(f"sqlite:///{tmp_path / 'j.sqlite'}")
     with pytest.raises(ValueError, match="R_100: not cleared by the promotion gate"):
         PaperTrader(predictors["champion"], EXECUTION, journal, ["R_100"])
+    # By default a version trades its cleared symbols among the tracked ones, all of them if none is tracked.
+    assert (
+        predictors["champion"].manifest.traded(["R_100", SYMBOL]) == [SYMBOL] == predictors["champion"].manifest.traded(["R_100"])
+    )
     metrics = PaperMetrics()
     books = [PaperTrader(p, EXECUTION, journal.other_book(b), [SYMBOL], metrics=metrics) for b, p in predictors.items()]
     server = FakeDerivServer(seed=7, start=START, time_scale=SCALE)

@@ -69,6 +69,12 @@ class Manifest(BaseModel):
     def cleared(self, symbol: str) -> bool:
         return self.cleared_symbols is None or symbol in self.cleared_symbols
 
+    def traded(self, tracked: Sequence[str]) -> list[str]:
+        """The symbols a version trades by default: those it was cleared for among the `tracked` ones (all
+        it was cleared for when none of them is tracked)."""
+        cleared = [s for s in self.symbols if self.cleared(s)]
+        return [s for s in cleared if s in tracked] or cleared
+
     def window_ready(self, rows: Sequence[np.ndarray]) -> bool:
         """Whether the latest feature rows make a model window: a full window whose oldest row is defined
         (a feature is defined from the end of its warm-up on, so every later row is too)."""

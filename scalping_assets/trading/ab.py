@@ -16,6 +16,7 @@ import pandas as pd
 from pydantic import Field
 
 from ..market.simulator import day_start_epoch
+from ..market.store import epoch_day
 from . import journal as J
 from .canary import CanaryConfig
 from .journal import Journal
@@ -46,22 +47,21 @@ class ABPair:
     end: int  # epoch: the last tick both books traded, +1
 
 
-def versioned_fills(journal: Journal) -> pd.DataFrame:
+def versioned_fills(journal: Journal, signals: pd.DataFrame | None = None) -> pd.DataFrame:
     """The book's paper fills with the version whose signal opened each (fills know the order, the
-    order its signal epoch, the signal its version)."""
+    order its signal epoch, the signal its version); `signals`: the book's, when already read."""
     fills = journal.read(J.fills, broker="paper")
     orders = journal.read(J.orders, broker="paper")[["order_id", "signal_epoch"]]
-    signals = journal.read(J.signals)[["symbol", "epoch", "version"]].rename(columns={"epoch": "signal_epoch"})
+    signals = journal.read(J.signals) if signals is None else signals
+    signals = signals[["symbol", "epoch", "version"]].rename(columns={"epoch": "signal_epoch"})
     return fills.merge(orders, on="order_id", how="left").merge(signals, on=["symbol", "signal_epoch"], how="left")
 
 
-def pair(champion: Journal, challenger: Journal, through: date) -> ABPair:
-    """The pair the books trade up to the end of `through`: each book's latest version, from the first
-    signal of that version in both books."""
-    books = {"champion": champion, "challenger": challenger}
+def pair(books: dict[str, tuple[Journal, pd.DataFrame]], through: date) -> ABPair:
+    """The pair the books (champion, challenger: journal and its signals) trade up to the end of
+    `through`: each book's latest version, from the first signal of that version in both books."""
     latest = {}
-    for name, journal in books.items():
-        signals = journal.read(J.signals)
+    for name, (journal, signals) in books.items():
         signals = signals[signals["epoch"] < day_start_epoch(through) + DAY]
         if signals.empty:
             raise NoPairError(f"the {name} book ({journal.engine.url.render_as_string()}) has no signal by {through}")
@@ -73,7 +73,7 @@ def pair(champion: Journal, challenger: Journal, through: date) -> ABPair:
         mine = signals[signals["version"] == version]
         starts.append(int(mine["epoch"].min()))
         symbols = set(mine["symbol"]) if symbols is None else symbols & set(mine["symbol"])
-    checkpoints = [journal.read(J.checkpoints) for journal in books.values()]
+    checkpoints = [journal.read(J.checkpoints) for journal, _ in books.values()]
     common = sorted(symbols)
     if not common:
         raise NoPairError("the books trade no symbol in common")
@@ -82,16 +82,16 @@ def pair(champion: Journal, challenger: Journal, through: date) -> ABPair:
     return ABPair(model, latest["champion"][0], latest["challenger"][0], common, max(starts), min(ends))
 
 
-def daily_differences(champion: Journal, challenger: Journal, ab: ABPair, through: date, period_s: int):
+def daily_differences(books: dict[str, tuple[Journal, pd.DataFrame]], ab: ABPair, through: date, period_s: int):
     """[(day, that day's paired period differences)] from the pair's first whole period to `through`
     (the last day's whole periods before both books stopped)."""
     fills = []
-    for journal, version in ((champion, ab.champion), (challenger, ab.challenger)):
-        f = versioned_fills(journal)
+    for (journal, signals), version in zip(books.values(), (ab.champion, ab.challenger), strict=True):
+        f = versioned_fills(journal, signals)
         fills.append(f[(f["version"] == version) & f["symbol"].isin(ab.symbols)])
     first = -(-ab.start // period_s) * period_s  # the first whole period
     daily = []
-    day = _utc_day(first)
+    day = epoch_day(first)
     while day <= through:
         lo = max(first, day_start_epoch(day))
         hi = min(day_start_epoch(day) + DAY, ab.end)
@@ -101,14 +101,12 @@ def daily_differences(champion: Journal, challenger: Journal, ab: ABPair, throug
     return daily
 
 
-def _utc_day(epoch: int) -> date:
-    return date(1970, 1, 1) + timedelta(days=epoch // DAY)
-
-
 def ab_looks(champion: Journal, challenger: Journal, through: date, config: SequentialConfig) -> tuple[ABPair, list[Look], int]:
     """The pair, one look per day through `through`, and the number of paired periods."""
-    ab = pair(champion, challenger, through)
-    daily = daily_differences(champion, challenger, ab, through, config.period_s)
+    # Each book's signals read once: they name the pair and the version of every fill.
+    books = {name: (journal, journal.read(J.signals)) for name, journal in (("champion", champion), ("challenger", challenger))}
+    ab = pair(books, through)
+    daily = daily_differences(books, ab, through, config.period_s)
     if not daily:
         raise NoPairError(
             f"v{ab.champion} and v{ab.challenger} have no whole {config.period_s} s period side by side by {through}"

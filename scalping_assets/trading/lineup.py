@@ -72,9 +72,8 @@ class Lineup:
         for book, version in self.versions().items():
             predictor = OnnxPredictor(self.registry.fetch(self.model, version), registered=(self.model, version))
             manifest = predictor.manifest
-            if symbols is None:
-                cleared = [s for s in manifest.symbols if manifest.cleared(s)]
-                symbols = [s for s in cleared if s in self.tracked] or cleared
+            if symbols is None:  # the champion's, read first
+                symbols = manifest.traded(self.tracked)
             mine = symbols if book == CHAMPION_BOOK else [s for s in symbols if manifest.cleared(s)]
             if not mine:
                 continue
