@@ -1,7 +1,7 @@
 """Serving latency and throughput: in process (trained model vs ONNX FP32 vs ONNX INT8, one window at a
 time) and over HTTP against a real `bentoml serve` on loopback.
 
-    python benchmarks/bench_serving.py [--repeats 2000] [--duration 30] [--clients 32] [--batch 16]
+    python benchmarks/bench_serving.py [--repeats 2000] [--duration 30] [--runs 3] [--clients 32] [--batch 16]
 
 Models: every family trained briefly (demo profile, one epoch) on one SIG_AR1 day with 100-tick
 windows of 34 features; latency depends on a model's size, not on how well it learnt. In process:
@@ -11,11 +11,14 @@ over them). Over HTTP the server serves, in turn, the ensemble (the heaviest gra
 the meta-learner) and XGBoost (the lightest), with two workers and the API key on; the clients run
 on the same two cores. Single requests are sequential on one keep-alive connection (httpx);
 throughput is `--clients` concurrent clients for `--duration` s, each request one window
-(/predict/features) or `--batch` windows (/predict/batch, merged further by adaptive batching), sent
-by aiohttp.
+(/predict/features) or `--batch` windows (/predict/batch, merged further by adaptive batching) as
+JSON or as an Arrow IPC stream (`serving.arrow_batch`, float64: the values the JSON carries), sent
+by aiohttp. The three loads take turns for `--runs` rounds, so that a change in the machine's load
+falls on both formats alike; each row is its median round, and Arrow / JSON is the median of the
+rounds' ratios.
 
 Targets on a 2-core machine: in-process p99 < 1 ms; HTTP p99 < 10 ms single-request; >= 2,000
-predictions/s with batching; no errors.
+predictions/s with batching (the Arrow body on the ensemble); no errors.
 """
 
 import os
@@ -27,8 +30,10 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
+import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from collections import Counter  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import aiohttp  # noqa: E402
@@ -41,10 +46,12 @@ from scalping_assets.models.families import MODEL_KINDS, family  # noqa: E402
 from scalping_assets.models.tracking import CHALLENGER, CHAMPION  # noqa: E402
 from scalping_assets.testing.bentoml_server import bentoml_server  # noqa: E402
 from scalping_assets_tests.serving_helpers import SYMBOL, ServedModels, train_served_models  # noqa: E402
+from serving.arrow_batch import ARROW_STREAM, encode_batch  # noqa: E402
 from serving.bundle import OnnxPredictor, write_manifest  # noqa: E402
 from serving.export import ExportReport, latency_us, quantise  # noqa: E402
 
 API_KEY = "bench"
+JSON = "application/json"
 WARMUP = 50  # calls before timing
 TRAINING = {"epochs": 1, "max_train_windows": 2_000, "max_eval_windows": 1_000, "n_estimators": 100}
 
@@ -114,40 +121,45 @@ def sequential(client: httpx.Client, path: str, body: bytes, n: int) -> tuple[fl
     return p50 / 1e3, p99 / 1e3, errors
 
 
-async def load(url: str, path: str, body: bytes, per_request: int, clients: int, duration: float) -> dict:
+async def load(url: str, path: str, body: bytes, content_type: str, per_request: int, clients: int, duration: float) -> dict:
     """Closed loop: each client sends its next request when the last one is answered (aiohttp: the
-    load generator shares the two cores with the server and must cost as little as possible)."""
+    load generator shares the two cores with the server and must cost as little as possible). Only
+    answered requests count as predictions; the others are counted per status (or client error)."""
     latencies: list[float] = []
-    errors = 0
-    headers = {"x-api-key": API_KEY, "content-type": "application/json"}
+    statuses: Counter[int | str] = Counter()
+    headers = {"x-api-key": API_KEY, "content-type": content_type}
     connector = aiohttp.TCPConnector(limit=clients)
     async with aiohttp.ClientSession(url, headers=headers, connector=connector) as session:
         deadline = time.perf_counter() + duration
 
         async def worker() -> None:
-            nonlocal errors
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
                 try:
                     async with session.post(path, data=body) as response:
                         await response.read()
-                        ok = response.status == 200
-                except aiohttp.ClientError:
-                    ok = False
+                        statuses[response.status] += 1
+                except aiohttp.ClientError as exc:
+                    statuses[type(exc).__name__] += 1
                 latencies.append(time.perf_counter() - start)
-                errors += not ok
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
         elapsed = time.perf_counter() - started
     p50, p99 = percentiles(latencies)
+    failed = {status: n for status, n in statuses.items() if status != 200}
     return {
         "requests": len(latencies),
-        "predictions_per_s": len(latencies) * per_request / elapsed,
+        "predictions_per_s": statuses[200] * per_request / elapsed,
         "p50_ms": p50 / 1e3,
         "p99_ms": p99 / 1e3,
-        "errors": errors,
+        "failed": failed,
     }
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The round of median throughput (the lower middle one of an even count): its own latencies with it."""
+    return sorted(runs, key=lambda run: run["predictions_per_s"])[(len(runs) - 1) // 2]
 
 
 def over_http(served: ServedModels, kind: str, args: argparse.Namespace, folder: Path) -> None:
@@ -165,12 +177,13 @@ def over_http(served: ServedModels, kind: str, args: argparse.Namespace, folder:
     window = test[served.dataset.feature_names].iloc[:100].to_numpy().tolist()
     single = json.dumps({"symbol": SYMBOL, "features": window}).encode()
     batch = json.dumps({"windows": [{"symbol": SYMBOL, "features": window}] * args.batch}).encode()
+    arrow = encode_batch([window] * args.batch, SYMBOL)
     predictor = OnnxPredictor(served.exports[kind].folder)
     ticks = served.ticks.iloc[-predictor.manifest.min_ticks :]
     tick_body = json.dumps({"symbol": SYMBOL, "epochs": ticks["epoch"].tolist(), "quotes": ticks["quote"].tolist()}).encode()
     (folder / kind).mkdir(parents=True, exist_ok=True)
     with bentoml_server(env, folder / kind / "server.log") as url:
-        with httpx.Client(base_url=url, headers={"x-api-key": API_KEY, "content-type": "application/json"}, timeout=30) as client:
+        with httpx.Client(base_url=url, headers={"x-api-key": API_KEY, "content-type": JSON}, timeout=30) as client:
             print(f"\nHTTP, {kind} v{served.candidates[kind].version} as champion, {args.workers} worker(s) (ms)")
             print(f"{'single request, sequential':<44} {'p50':>7} {'p99':>7} {'errors':>7}")
             for label, path, body, n in (
@@ -179,29 +192,42 @@ def over_http(served: ServedModels, kind: str, args: argparse.Namespace, folder:
             ):
                 p50, p99, errors = sequential(client, path, body, n)
                 print(f"{label:<44} {p50:>7.2f} {p99:>7.2f} {errors:>7}")
-        print(f"\n{args.clients} concurrent clients for {args.duration:.0f} s")
+        print(f"\n{args.clients} concurrent clients for {args.duration:.0f} s, median of {args.runs} rounds")
         print(
-            f"{'endpoint':<30} {'requests':>9} {'predictions/s':>14} {'p50 ms':>7} {'p99 ms':>7} {'errors':>7} {'vs single':>9}"
+            f"{'endpoint':<40} {'requests':>9} {'predictions/s':>14} {'p50 ms':>7} {'p99 ms':>7} {'errors':>7} {'vs single':>9}"
         )
-        rows = [
-            ("/predict/features", "/predict/features", single, 1),
-            (f"/predict/batch ({args.batch} windows)", "/predict/batch", batch, args.batch),
+        loads = {
+            "/predict/features": ("/predict/features", single, JSON, 1),
+            f"/predict/batch ({args.batch} windows, JSON)": ("/predict/batch", batch, JSON, args.batch),
+            f"/predict/batch ({args.batch} windows, Arrow)": ("/predict/batch", arrow, ARROW_STREAM, args.batch),
+        }
+        rounds = [
+            {label: asyncio.run(load(url, *spec, args.clients, args.duration)) for label, spec in loads.items()}
+            for _ in range(args.runs)
         ]
         baseline = None
-        for label, path, body, per_request in rows:
-            r = asyncio.run(load(url, path, body, per_request, args.clients, args.duration))
+        for label in loads:
+            runs = [r[label] for r in rounds]
+            r = median_run(runs)
             baseline = baseline or r["predictions_per_s"]
             print(
-                f"{label:<30} {r['requests']:>9,} {r['predictions_per_s']:>14,.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
-                f"{r['errors']:>7} {r['predictions_per_s'] / baseline:>8.1f}x"
+                f"{label:<40} {r['requests']:>9,} {r['predictions_per_s']:>14,.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
+                f"{sum(sum(run['failed'].values()) for run in runs):>7} {r['predictions_per_s'] / baseline:>8.1f}x"
             )
+            failed = sum((Counter(run["failed"]) for run in runs), Counter())
+            if failed:  # 503 "process is overloaded": a batch waited past max_latency_ms
+                print(f"{'':<4}errors by status: {dict(failed)}")
+        json_label, arrow_label = list(loads)[1:]
+        ratios = [r[arrow_label]["predictions_per_s"] / r[json_label]["predictions_per_s"] for r in rounds]
+        print(f"Arrow / JSON, same rounds: {statistics.median(ratios):.2f} (rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2_000, help="in-process calls per model and precision")
     parser.add_argument("--requests", type=int, default=1_000, help="sequential HTTP requests (raw ticks: a fifth)")
-    parser.add_argument("--duration", type=float, default=30.0)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per load and round")
+    parser.add_argument("--runs", type=int, default=3, help="rounds of the three loads (features, batch JSON, batch Arrow)")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="server worker processes")

@@ -8,13 +8,16 @@ from collections import Counter
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from scalping_assets.backtest.promotion import CHAMPION, PREVIOUS, rollback
 from scalping_assets.models.tracking import CLEARED_TAG
 from scalping_assets.testing.bentoml_server import bentoml_server
+from serving.arrow_batch import ARROW_STREAM, encode_batch
 from serving.bundle import OnnxPredictor
 from serving.models import bucket
 from serving.predlog import features_digest, read_log
@@ -24,6 +27,7 @@ from .serving_helpers import SYMBOL
 API_KEY = "test-key-5f1c"
 SHARE = 0.3
 KEY = {"x-api-key": API_KEY}
+ARROW = {"content-type": ARROW_STREAM}
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +226,118 @@ def test_every_prediction_is_logged(served_models, server, client):
     assert record["features"] == window[-1]
     endpoints = Counter(r["endpoint"] for r in read_log(log_folder))
     assert endpoints["features"] >= 2_000 and endpoints["batch"] >= 40 and endpoints["stream"] >= 6
+
+
+def _windows(served_models, n: int) -> np.ndarray:
+    """`n` raw feature windows (n, 50, 34) of the test span."""
+    return np.array([_feature_window(served_models, row) for row in range(0, 10 * n, 10)])
+
+
+def test_an_arrow_batch_is_answered_as_its_json_is(served_models, server, client):
+    """The same windows as an Arrow stream and as JSON: the same answers to the bit (float64; float32
+    against the JSON of the float32 values), routed alike, logged alike; the key is required too."""
+    _, log_folder = server
+    windows = _windows(served_models, 40)
+    clients = [f"arrow-{i}" for i in range(len(windows))]  # about a third land on the challenger
+    for dtype in ("float64", "float32"):
+        sent = windows.astype(dtype).astype(np.float64)  # the values the Arrow body carries
+        body = [{"symbol": SYMBOL, "features": w.tolist(), "client_id": c} for w, c in zip(sent, clients, strict=True)]
+        as_json = client.post("/predict/batch", json={"windows": body})
+        as_arrow = client.post("/predict/batch", content=encode_batch(windows, SYMBOL, clients, dtype), headers=ARROW)
+        assert as_json.status_code == 200 and as_arrow.status_code == 200, as_arrow.text
+        answers = [[{k: v for k, v in p.items() if k != "latency_ms"} for p in r.json()] for r in (as_json, as_arrow)]
+        assert answers[0] == answers[1], dtype
+        assert {p["variant"] for p in answers[1]} == {"champion", "challenger"}
+    logged = ("client", "endpoint", "variant", "version", "features_digest", "probabilities", "features")
+    records = Counter(json.dumps([r[k] for k in logged]) for r in read_log(log_folder) if r["client"] in clients)
+    # Every record twice (its JSON twin and its Arrow twin), 4 per client (two formats, two dtypes).
+    assert set(records.values()) <= {2, 4} and records.total() == 4 * len(clients)
+    unkeyed = httpx.post(f"{server[0]}/predict/batch", content=encode_batch(windows[:1], SYMBOL), headers=ARROW)
+    assert unkeyed.status_code == 401
+
+
+def _stream(columns: dict[str, pa.Array]) -> bytes:
+    """An Arrow stream encode_batch would not write."""
+    batch = pa.record_batch(columns)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return sink.getvalue().to_pybytes()
+
+
+def _nested(x: np.ndarray) -> pa.Array:
+    return pa.FixedSizeListArray.from_arrays(pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[2]), x.shape[1])
+
+
+def _nan_at(x: np.ndarray, i: int, row: int, col: int) -> np.ndarray:
+    x = x.copy()
+    x[i, row, col] = np.nan
+    return x
+
+
+@pytest.mark.parametrize(
+    "make, loc, message",
+    [
+        (lambda x: b"\x00 not arrow", ["body"], "not an Arrow IPC stream"),
+        (lambda x: encode_batch(x, SYMBOL)[:200], ["body"], "not an Arrow IPC stream"),
+        (lambda x: encode_batch(x[:, :, :-1], SYMBOL), ["features"], "rows have 33 values; the model has 34 features"),
+        (lambda x: encode_batch(x[:, 1:], SYMBOL), ["features"], "windows have 49 rows; the model reads exactly 50"),
+        (lambda x: _stream({"symbol": pa.array([SYMBOL] * 3), "features": _nested(x.astype(np.int64))}), ["features"], "int64"),
+        (lambda x: _stream({"symbol": pa.array([SYMBOL] * 3), "features": pa.array(list(x.reshape(3, -1)))}), ["features"],
+         "must be fixed_size_list<fixed_size_list<float64 or float32>> (50 rows x 34 features), got list<item: double>"),
+        (lambda x: _stream({"features": _nested(x)}), ["symbol"], "column 'symbol' is required once, found 0 times"),
+        (lambda x: _stream({"symbol": pa.array([1, 2, 3]), "features": _nested(x)}), ["symbol"], "must hold strings, got int64"),
+        (lambda x: encode_batch(_nan_at(x, 2, 7, 3), SYMBOL), ["windows", 2, "features", 7, 3], "should be a finite number"),
+        (lambda x: encode_batch(x * 1e10, SYMBOL), ["windows", 0, "features", 0, 0], "Input should be within ±1e+09"),
+        (lambda x: encode_batch(x, [SYMBOL, "R_100", SYMBOL]), ["windows", 1, "symbol"], "unknown symbol 'R_100'"),
+        (lambda x: encode_batch(x[:0], SYMBOL), ["windows"], "a batch holds 1 to 128 windows, got 0"),
+        (lambda x: encode_batch(np.repeat(x, 43, axis=0), SYMBOL), ["windows"], "got 129"),
+        (lambda x: encode_batch(x, SYMBOL, ["", "c" * 201, ""]), ["windows", 1, "client_id"], "at most 200 characters"),
+    ],
+)  # fmt: skip
+def test_a_bad_arrow_body_gets_400_naming_the_problem(served_models, client, make, loc, message):
+    x = _windows(served_models, 3)
+    x[:, 0, 0] = 1.0  # a non-zero first value: the out-of-range case scales it past the bound
+    response = client.post("/predict/batch", content=make(x), headers=ARROW)
+    assert response.status_code == 400, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == loc and message in error["msg"], error
+
+
+def test_a_batch_in_neither_format_gets_415(served_models, client):
+    arrow = encode_batch(_windows(served_models, 2), SYMBOL)
+    for content_type in ("application/octet-stream", "text/csv", "application/vnd.apache.arrow.file"):
+        response = client.post("/predict/batch", content=arrow, headers={"content-type": content_type})
+        assert response.status_code == 415, (content_type, response.text)
+        assert "application/json or application/vnd.apache.arrow.stream" in response.text
+    response = client.post("/predict/batch", content=arrow, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "Invalid JSON" in response.text  # read as what it claims to be
+    assert client.get("/livez").status_code == 200
+
+
+def _metric(client: httpx.Client, sample: str, **labels: str) -> float:
+    """The sum of a sample over the label sets holding `labels` (across workers)."""
+    families = text_string_to_metric_families(client.get("/metrics").text)
+    return sum(s.value for f in families for s in f.samples if s.name == sample and labels.items() <= s.labels.items())
+
+
+def test_metrics_count_arrow_batches(served_models, client):
+    """Each body counted by its format, its predictions and its request as the JSON body's are."""
+    windows, arrow, json_ = _windows(served_models, 16), 5, 1
+    counted = [
+        ("scalping_batch_bodies_total", {"format": "arrow"}),
+        ("scalping_batch_bodies_total", {"format": "json"}),
+        ("scalping_predictions_total", {}),
+        ("bentoml_service_request_total", {"endpoint": "/predict/batch", "http_response_code": "200"}),
+    ]
+    before = [_metric(client, name, **labels) for name, labels in counted]
+    for _ in range(arrow):
+        assert client.post("/predict/batch", content=encode_batch(windows, SYMBOL), headers=ARROW).status_code == 200
+    body = {"windows": [{"symbol": SYMBOL, "features": w.tolist()} for w in windows]}
+    assert client.post("/predict/batch", json=body).status_code == 200
+    after = [_metric(client, name, **labels) for name, labels in counted]
+    deltas = [b - a for a, b in zip(before, after, strict=True)]
+    assert deltas == [arrow, json_, (arrow + json_) * len(windows), arrow + json_]
 
 
 def test_fuzzing_the_openapi_spec_never_gets_a_5xx(server):

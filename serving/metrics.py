@@ -24,3 +24,5 @@ PREDICTIONS = Counter("scalping_predictions", "predictions made", ["variant", "v
 # Predictions that raised (the model failed, not the client: a 400 is never counted), per window as
 # `scalping_predictions`, so errors / (errors + predictions) is a variant's error rate.
 PREDICTION_ERRORS = Counter("scalping_prediction_errors", "predictions that failed in the model", ["variant"])
+# Batch requests read, per body format: how far clients have moved to the binary body (the cheaper to read).
+BATCH_BODIES = Counter("scalping_batch_bodies", "batch requests read, per body format (json, arrow)", ["format"])

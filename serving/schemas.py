@@ -8,7 +8,7 @@ service publishes it with `expect` whenever it loads one, and the validators rea
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, Field, field_validator, model_validator
@@ -17,8 +17,9 @@ MAX_TICKS = 20_000  # a raw-tick window beyond this is refused (the look-back ne
 MAX_BATCH = 128  # windows per batch request, and per merged batch
 MAX_EPOCH = 2**40  # year 36812: keeps epochs far inside int64
 MAX_FEATURE = 1e9  # every feature is in bp, pips, ticks or a ratio; beyond this scaling overflows float32
+MAX_CLIENT_ID = 200  # characters of a client id
 # "" rather than None: BentoML's OpenAPI flattening would publish None as a string's default.
-CLIENT_ID = Field(default="", max_length=200, description="sticky A/B routing key (empty: the x-client-id header)")
+CLIENT_ID = Field(default="", max_length=MAX_CLIENT_ID, description="sticky A/B routing key (empty: the x-client-id header)")
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,12 @@ def expect(expected: Expected | None) -> None:
     _expected = expected
 
 
-def _check_symbol(symbol: str) -> str:
+def expected_now() -> Expected | None:
+    """What requests must match now (None: no champion loaded, so nothing to check them against)."""
+    return _expected
+
+
+def check_symbol(symbol: str) -> str:
     if _expected is not None and symbol not in _expected.symbols:
         raise ValueError(f"unknown symbol {symbol!r}: the served model knows {list(_expected.symbols)}")
     return symbol
@@ -72,7 +78,7 @@ class TickWindow(BaseModel):
     quotes: list[Quote] = Field(max_length=MAX_TICKS, description="positive, one per epoch")
     client_id: str = CLIENT_ID
 
-    _symbol = field_validator("symbol")(_check_symbol)
+    _symbol = field_validator("symbol")(check_symbol)
 
     @field_validator("epochs")
     @classmethod
@@ -115,7 +121,7 @@ class FeatureWindow(BaseModel):
     features: list[list[FeatureValue]] = Field(description="window x features, the feature code's units (unscaled)")
     client_id: str = CLIENT_ID
 
-    _symbol = field_validator("symbol")(_check_symbol)
+    _symbol = field_validator("symbol")(check_symbol)
 
     @field_validator("features")
     @classmethod
@@ -128,6 +134,15 @@ class FeatureWindow(BaseModel):
             if len(row) != _expected.n_features:
                 raise ValueError(f"row {i} has {len(row)} values; the model has {_expected.n_features} features")
         return rows
+
+
+class BatchWindow(NamedTuple):
+    """One window of a batch request once its body is read and checked, whichever format it came in
+    (JSON or Arrow): what adaptive batching merges across requests."""
+
+    symbol: str
+    client_id: str
+    features: np.ndarray  # (window, features) float64, raw
 
 
 class Prediction(BaseModel):

@@ -6,7 +6,8 @@
 Settings come from `scalping_assets.settings.Settings` (the environment); the model is found
 through MLflow's registry at start-up, again every SCALPING_FOLLOW_INTERVAL seconds and on POST
 /reload, so a newly promoted champion is served without a restart. The endpoints live here;
-`models` holds what is served, `predictions` how an answer is made, `middleware` the API key.
+`models` holds what is served, `predictions` how an answer is made, `batch_body` how a batch is read
+(JSON or Arrow), `middleware` the API key.
 """
 
 from __future__ import annotations
@@ -14,23 +15,23 @@ from __future__ import annotations
 import gc
 import threading
 import time
-from typing import Annotated
 
 import bentoml
 import numpy as np
 from bentoml.exceptions import InvalidArgument, ServiceUnavailable
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from scalping_assets.features.batch import FeatureInputError
 from scalping_assets.models.tracking import CHAMPION
 from scalping_assets.settings import Settings
 
+from .batch_body import BatchRequest
 from .middleware import ApiKeyMiddleware
 from .models import ModelSet
 from .predictions import Item, Stream, predict, stream_step
 from .predlog import PredictionLog
-from .schemas import MAX_BATCH, FeatureWindow, Prediction, StreamTick, TickWindow
+from .schemas import MAX_BATCH, BatchWindow, FeatureWindow, Prediction, StreamTick, TickWindow
 
 # Read once per process: the decorator needs it at import time, and every worker imports this module.
 SETTINGS = Settings()
@@ -131,14 +132,14 @@ class Scalping:
 
     # max_latency_ms bounds the wait for a batch to fill; past it BentoML answers 503, so it is generous.
     # A larger max_batch_size made the dispatcher wait for batches that never filled (half the throughput).
-    @bentoml.api(route="/predict/batch", batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=1000)
-    def predict_batch(
-        self, windows: Annotated[list[FeatureWindow], Field(min_length=1, max_length=MAX_BATCH)]
-    ) -> list[Prediction]:
-        """Many feature windows in one call; concurrent calls are merged into one ONNX run (adaptive batching)."""
+    @bentoml.api(route="/predict/batch", input_spec=BatchRequest, batchable=True, max_batch_size=MAX_BATCH, max_latency_ms=1000)
+    def predict_batch(self, windows: list[BatchWindow]) -> list[Prediction]:
+        """Many feature windows in one call, as JSON or as an Arrow IPC stream (Content-Type
+        application/vnd.apache.arrow.stream: columns symbol, client_id, features); concurrent calls
+        are merged into one ONNX run (adaptive batching)."""
         started = time.perf_counter()
         self._require_champion()
-        items = [Item(w.symbol, w.client_id, self.models.route(w.client_id), np.asarray(w.features, np.float64)) for w in windows]
+        items = [Item(w.symbol, w.client_id, self.models.route(w.client_id), w.features) for w in windows]
         return predict("batch", items, started, self.log)
 
     # -- streaming -----------------------------------------------------------------------------
