@@ -12,18 +12,11 @@ from scalping_assets.assets.display import iso, rounded, table
 from scalping_assets.assets.ticks import partition_day_symbol, ticks
 from scalping_assets.features import registry
 from scalping_assets.features.daily import day_features, warmup_rows
-from scalping_assets.features.dataset import (
-    DATASET_SYMBOLS,
-    SPLITS,
-    Dataset,
-    DatasetSpec,
-    prepare_rows,
-    resolve_epochs,
-    save_walk_forward,
-)
+from scalping_assets.features.dataset import DATASET_SYMBOLS, SPLITS, Dataset, DatasetMeta, DatasetSpec, resolve_epochs
 from scalping_assets.features.labels import CLASSES
 from scalping_assets.features.plots import correlation_heatmap_png, mutual_information, mutual_information_png
-from scalping_assets.market.simulator import DEFAULT_ORIGIN
+from scalping_assets.features.sharded import ShardedDataset
+from scalping_assets.features.shards import DaySource, stage_rows
 from scalping_assets.partitions import DATASETS, TICK_PARTITIONS
 from scalping_assets.plotting import markdown_image
 from scalping_assets.records import DatasetRecord
@@ -132,14 +125,14 @@ class DatasetConfig(spec_config(DatasetSpec, "DatasetFields", exclude={"symbols"
             raise dg.Failure(f"dataset config: {exc}") from exc
 
 
-def _folds_table(folds: list[Dataset]) -> dg.TableMetadataValue:
+def _folds_table(folds: list[DatasetMeta]) -> dg.TableMetadataValue:
     records = [
         dg.TableRecord(
             {
                 "fold": k,
-                **{split: fold.meta.rows[split] for split in SPLITS},
-                "test_from": _utc(fold.meta.boundaries[1]),
-                "test_until": _utc(fold.meta.until) if fold.meta.until else "end",
+                **{split: fold.rows[split] for split in SPLITS},
+                "test_from": _utc(fold.boundaries[1]),
+                "test_until": _utc(fold.until) if fold.until else "end",
             }
         )
         for k, fold in enumerate(folds, start=1)
@@ -182,25 +175,20 @@ def training_dataset(
     missing = {s: d for s, d in missing.items() if d}
     if missing:
         raise dg.Failure(f"features are not materialized for {missing}: materialize `features` for those partitions first")
-    # The day before the range warms up the features and the GARCH filter of its first ticks.
-    first_tick_day = max(date.fromordinal(spec.start.toordinal() - 1), DEFAULT_ORIGIN)
-    tick_frames, feature_frames = {}, {}
-    for symbol in spec.symbols:
-        tick_frames[symbol] = store.read(symbol, first_tick_day, spec.end_epoch)
-        feature_frames[symbol] = pd.concat([fstore.read_day(symbol, d) for d in days], ignore_index=True)
-        context.log.info(f"{symbol}: {len(tick_frames[symbol])} ticks, {len(feature_frames[symbol])} feature rows")
-    prepared = prepare_rows(spec, tick_frames, feature_frames)
-    dataset = prepared.dataset()
-    folder = dataset.save(dataset_store.folder(name))
-    meta = dataset.meta
-    context.log.info(f"dataset {name}: rows {meta.rows}, dropped {meta.dropped}, fingerprint {meta.fingerprint}")
-    folds = prepared.walk_forward(config.walk_forward_folds) if config.walk_forward_folds else []
-    save_walk_forward(folder, folds)
+    # Assembled day by day into shards (the day before the range warms up features, labels and the
+    # GARCH filter): months of ticks fit in the memory of one day.
+    folder = dataset_store.folder(name)
+    with stage_rows(spec, DaySource(store, fstore), folder) as staged:
+        meta = staged.dataset(folder)
+        context.log.info(f"dataset {name}: rows {meta.rows}, dropped {meta.dropped}, fingerprint {meta.fingerprint}")
+        folds = staged.walk_forward(folder, config.walk_forward_folds)
     for k, fold in enumerate(folds, start=1):
-        context.log.info(f"walk-forward fold {k}/{len(folds)}: rows {fold.meta.rows}, test from epoch {fold.meta.boundaries[1]}")
-    x_train, y_train = dataset.xy("train")
-    groups = dataset.rows("train")["symbol"].to_numpy()
-    mi = mutual_information(x_train, y_train, groups, dataset.feature_names, stride=spec.target_lookahead)
+        context.log.info(f"walk-forward fold {k}/{len(folds)}: rows {fold.rows}, test from epoch {fold.boundaries[1]}")
+    dataset = ShardedDataset.load(folder)
+    # Every label-horizon-th training row of each symbol (rows whose labels do not overlap): the
+    # mutual information read those rows of the whole span before; the correlations read them too.
+    x_train, y_train, groups = dataset.sample("train", spec.target_lookahead)
+    mi = mutual_information(x_train, y_train, groups, dataset.feature_names, stride=1)
     heatmap = correlation_heatmap_png(x_train, groups, dataset.feature_names, f"feature correlation, training span ({name})")
     chart = mutual_information_png(mi, f"mutual information with the {spec.target} label, training span")
     record = DatasetRecord(

@@ -56,8 +56,13 @@ def day_features(store: TickStore, symbol: str, day: date) -> tuple[pd.DataFrame
     ticks = store.read_day(symbol, day)
     previous = _neighbour(store, symbol, day - timedelta(days=1))
     warmup = previous.tail(WARMUP_TICKS) if previous is not None else ticks.iloc[:0]
-    frame = compute_features(pd.concat([warmup, ticks], ignore_index=True), get_symbol(symbol).pip_size)
-    return frame.iloc[len(warmup) :].reset_index(drop=True), len(warmup)
+    return features_after(warmup, ticks, get_symbol(symbol).pip_size), len(warmup)
+
+
+def features_after(warmup: pd.DataFrame, ticks: pd.DataFrame, pip_size: float) -> pd.DataFrame:
+    """Features of `ticks` computed after the `warmup` ticks that precede them (at most WARMUP_TICKS count)."""
+    frame = compute_features(pd.concat([warmup, ticks], ignore_index=True), pip_size)
+    return frame.iloc[len(warmup) :].reset_index(drop=True)
 
 
 def warmup_rows(frame: pd.DataFrame) -> np.ndarray:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -93,6 +94,10 @@ class DatasetMeta(BaseModel):
     class_balance: dict[str, dict[str, float]]
     fingerprint: str
 
+    def scale(self, raw: np.ndarray) -> np.ndarray:
+        """Raw feature rows normalised by the training-span scaler, as the models' float32 inputs."""
+        return ((raw - np.asarray(self.scaler_mean)) / np.asarray(self.scaler_scale)).astype(np.float32)
+
 
 @dataclass
 class SequenceWindows:
@@ -130,7 +135,7 @@ class Dataset:
         return self.frame[self.frame["split"] == split]
 
     def scale(self, raw: np.ndarray) -> np.ndarray:
-        return ((raw - np.asarray(self.meta.scaler_mean)) / np.asarray(self.meta.scaler_scale)).astype(np.float32)
+        return self.meta.scale(raw)
 
     def xy(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """Scaled flat features and target labels of a split (for trees)."""
@@ -153,6 +158,7 @@ class Dataset:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(folder / SHARDS, ignore_errors=True)  # a streamed dataset's shards would shadow these rows
         self.frame.to_parquet(folder / "rows.parquet", index=False)
         (folder / "meta.json").write_text(self.meta.model_dump_json(indent=2))
         return folder
@@ -163,7 +169,19 @@ class Dataset:
         if not (folder / "meta.json").exists():
             raise FileNotFoundError(f"no dataset in {folder} (meta.json missing): materialize training_dataset first")
         meta = DatasetMeta.model_validate_json((folder / "meta.json").read_text())
+        if (folder / SHARDS).is_dir():  # assembled day by day (`features.shards`): the shards in order
+            frame = pd.concat([pd.read_parquet(p) for p in shard_paths(folder, meta.spec)], ignore_index=True)
+            return cls(frame, meta)
         return cls(pd.read_parquet(folder / "rows.parquet"), meta)
+
+
+SHARDS = "shards"  # a streamed dataset's rows: <folder>/shards/<symbol>/<YYYY-MM-DD>.parquet
+
+
+def shard_paths(folder: str | Path, spec: DatasetSpec) -> list[Path]:
+    """Every shard of a streamed dataset in row order: symbols as in the spec, then days."""
+    days = [spec.start + timedelta(days=i) for i in range((spec.end - spec.start).days + 1)]
+    return [Path(folder) / SHARDS / symbol / f"{day.isoformat()}.parquet" for symbol in spec.symbols for day in days]
 
 
 def _symbol_rows(
@@ -189,27 +207,40 @@ def resolve_epochs(frame: pd.DataFrame) -> np.ndarray:
     return np.maximum(frame["direction_resolve_epoch"].to_numpy(), frame["barrier_resolve_epoch"].to_numpy())
 
 
-def _assign_splits(
-    frame: pd.DataFrame, boundaries: list[int], embargo: int, tick_epochs: np.ndarray, until: int | None
+def assign_splits(
+    frame: pd.DataFrame, boundaries: list[int], embargo: int, first_after: list[int], until: int | None
 ) -> pd.Series:
+    """Each row's split (None: purged, embargoed or past `until`); `first_after[i]` is the symbol's tick
+    index of its first tick at or after `boundaries[i]`."""
     epochs = frame["epoch"].to_numpy()
     split = np.select([epochs < boundaries[0], epochs < boundaries[1]], [0, 1], 2)
     resolve = resolve_epochs(frame)
     keep = np.ones(len(frame), bool)
     for i, boundary in enumerate(boundaries):
         keep &= ~((split == i) & (resolve >= boundary))  # purge: the label reaches into the next span
-        first_after = int(np.searchsorted(tick_epochs, boundary))
-        keep &= ~((split == i + 1) & (frame["tick"].to_numpy() < first_after + embargo))
+        keep &= ~((split == i + 1) & (frame["tick"].to_numpy() < first_after[i] + embargo))
     if until is not None:
         keep &= resolve < until  # a walk-forward fold's test labels stay inside its block
     labels = np.where(keep, np.array(SPLITS, dtype=object)[split], None)
     return pd.Series(labels, index=frame.index)
 
 
+def hash_rows(digest: hashlib._Hash, frame: pd.DataFrame) -> None:
+    """Feed `frame`'s row hashes to `digest`: rows hashed part by part give the digest of the whole."""
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+
+
 def _fingerprint(frame: pd.DataFrame) -> str:
     digest = hashlib.sha256()
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    hash_rows(digest, frame)
     return digest.hexdigest()[:16]
+
+
+def lower_quantile(pool: np.ndarray, q: float, below: int | None = None) -> int:
+    """`np.quantile(pool[pool < below], q, method="lower")` of a sorted pool, reading only the elements
+    a binary search and the answer touch (a memory-mapped pool stays on disk)."""
+    n = len(pool) if below is None else int(np.searchsorted(pool, below))
+    return int(pool[int(np.floor((n - 1) * q))])  # numpy's "lower" index
 
 
 @dataclass
@@ -222,31 +253,37 @@ class PreparedRows:
     candidates: np.ndarray  # pooled epochs of the rows whose base features are defined, sorted
 
     def quantile(self, q: float, below: int | None = None) -> int:
-        pool = self.candidates if below is None else self.candidates[self.candidates < below]
-        return int(np.quantile(pool, q, method="lower"))
+        return lower_quantile(self.candidates, q, below)
 
     def dataset(self) -> Dataset:
         """The temporal train/validation/test split at the spec's fractions."""
-        cuts = np.cumsum([self.spec.split.train, self.spec.split.validation])
-        return _assemble(self, [self.quantile(c) for c in cuts])
+        return _assemble(self, split_cuts(self.spec, self.quantile))
 
     def walk_forward(self, folds: int) -> list[Dataset]:
-        """Expanding-window walk-forward: the samples are cut in time into `folds + 1` equal blocks;
-        fold k tests on block k and trains on everything before it, its last `validation / (train +
-        validation)` share held out for early stopping. Each fold is a dataset of its own, with the
-        same purge and embargo at both of its boundaries, its test labels kept inside its block, and
-        its fitted features and normaliser fitted on its own training span."""
-        if folds < 1:
-            raise ValueError(f"walk-forward needs at least one fold, got {folds}")
-        split = self.spec.split
-        edges = [self.quantile(i / (folds + 1)) for i in range(1, folds + 1)] + [None]
-        validation_share = split.validation / (split.train + split.validation)
-        datasets = []
-        for k in range(folds):
-            test_from = edges[k]
-            validation_from = self.quantile(1 - validation_share, below=test_from)
-            datasets.append(_assemble(self, [validation_from, test_from], edges[k + 1]))
-        return datasets
+        """The walk-forward folds of `walk_forward_cuts`, each a dataset of its own."""
+        return [_assemble(self, boundaries, until) for boundaries, until in walk_forward_cuts(self.spec, self.quantile, folds)]
+
+
+Quantile = Callable[[float, int | None], int]  # (q, below) -> the pooled sample epoch at that quantile
+
+
+def split_cuts(spec: DatasetSpec, quantile: Quantile) -> list[int]:
+    """Epochs where validation and test begin: the sample epochs' quantiles at the spec's fractions."""
+    return [quantile(c, None) for c in np.cumsum([spec.split.train, spec.split.validation])]
+
+
+def walk_forward_cuts(spec: DatasetSpec, quantile: Quantile, folds: int) -> list[tuple[list[int], int | None]]:
+    """Expanding-window walk-forward: the samples are cut in time into `folds + 1` equal blocks;
+    fold k tests on block k and trains on everything before it, its last `validation / (train +
+    validation)` share held out for early stopping. Each fold is a dataset of its own, with the
+    same purge and embargo at both of its boundaries, its test labels kept inside its block, and
+    its fitted features and normaliser fitted on its own training span. Per fold: (boundaries, until)."""
+    if folds < 1:
+        raise ValueError(f"walk-forward needs at least one fold, got {folds}")
+    split = spec.split
+    edges = [quantile(i / (folds + 1), None) for i in range(1, folds + 1)] + [None]
+    validation_share = split.validation / (split.train + split.validation)
+    return [([quantile(1 - validation_share, edges[k]), edges[k]], edges[k + 1]) for k in range(folds)]
 
 
 def prepare_rows(
@@ -262,9 +299,14 @@ def prepare_rows(
     candidates = np.concatenate(
         [f["epoch"].to_numpy()[np.isfinite(f[base].to_numpy()).all(axis=1)] for f, _ in per_symbol.values()]
     )
+    return PreparedRows(spec, per_symbol, np.sort(enough_samples(spec, candidates)))
+
+
+def enough_samples(spec: DatasetSpec, candidates: np.ndarray) -> np.ndarray:
+    """The pooled sample epochs, refused when too few to split."""
     if len(candidates) < 100:
         raise ValueError(f"only {len(candidates)} samples after warm-up in {spec.start}..{spec.end}: too few to split")
-    return PreparedRows(spec, per_symbol, np.sort(candidates))
+    return candidates
 
 
 def _assemble(prepared: PreparedRows, boundaries: list[int], until: int | None = None) -> Dataset:
@@ -285,9 +327,37 @@ def _assemble(prepared: PreparedRows, boundaries: list[int], until: int | None =
         fitted[symbol] = fit_features(log_returns_bp(pips(quotes, pip))[train_ticks], rv[train_ticks])
         for name, values in fitted_features(quotes, pip, rv, fitted[symbol]).items():
             frame[name] = values[rows]
-        frame["split"] = _assign_splits(frame, boundaries, spec.split.embargo_ticks, tick_epochs, until)
+        first_after = np.searchsorted(tick_epochs, boundaries).tolist()
+        frame["split"] = assign_splits(frame, boundaries, spec.split.embargo_ticks, first_after, until)
         frames.append(frame)
-    frame = pd.concat(frames, ignore_index=True)
+    frame, dropped = kept_rows(pd.concat(frames, ignore_index=True))
+    names = R.feature_names(fitted=True)
+    counts = split_counts({s: int((frame["split"] == s).sum()) for s in SPLITS})
+    scaler = StandardScaler().fit(frame.loc[frame["split"] == "train", names].to_numpy())
+    meta = DatasetMeta(
+        spec=spec,
+        feature_names=names,
+        boundaries=boundaries,
+        until=until,
+        **scaler_fields(scaler),
+        fitted=fitted,
+        rows=counts,
+        dropped=dropped,
+        class_balance={s: class_balance(frame.loc[frame["split"] == s, spec.target].to_numpy()) for s in SPLITS},
+        fingerprint=_fingerprint(frame),
+    )
+    return Dataset(frame, meta)
+
+
+def scaler_fields(scaler: StandardScaler) -> dict[str, list[float]]:
+    """The fitted scaler as DatasetMeta fields; a constant column is left unscaled (scale 1)."""
+    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
+    return {"scaler_mean": scaler.mean_.tolist(), "scaler_scale": scale.tolist()}
+
+
+def kept_rows(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The rows a dataset keeps (every feature finite, both labels resolved, in a split), in the
+    dataset's columns, and how many were dropped for which reason."""
     names = R.feature_names(fitted=True)
     target_resolved = (frame["direction"] != UNRESOLVED) & (frame["barrier"] != UNRESOLVED)
     finite = np.isfinite(frame[names].to_numpy()).all(axis=1)
@@ -297,27 +367,15 @@ def _assemble(prepared: PreparedRows, boundaries: list[int], until: int | None =
         "purge/embargo": int((finite & target_resolved & frame["split"].isna()).sum()),
     }
     frame = frame.loc[finite & target_resolved & frame["split"].notna()]
-    frame = frame[["symbol", "epoch", "tick", "split", *names, *label_columns(frame)]].reset_index(drop=True)
-    counts = {s: int((frame["split"] == s).sum()) for s in SPLITS}
+    return frame[["symbol", "epoch", "tick", "split", *names, *label_columns(frame)]].reset_index(drop=True), dropped
+
+
+def split_counts(counts: dict[str, int]) -> dict[str, int]:
+    """Rows per split, refused when a split is empty."""
     empty = [s for s, c in counts.items() if c == 0]
     if empty:
         raise ValueError(f"split(s) {empty} are empty after purge and embargo: widen the date range")
-    scaler = StandardScaler().fit(frame.loc[frame["split"] == "train", names].to_numpy())
-    scale = np.where(scaler.scale_ > 0, scaler.scale_, 1.0)
-    meta = DatasetMeta(
-        spec=spec,
-        feature_names=names,
-        boundaries=boundaries,
-        until=until,
-        scaler_mean=scaler.mean_.tolist(),
-        scaler_scale=scale.tolist(),
-        fitted=fitted,
-        rows=counts,
-        dropped=dropped,
-        class_balance={s: class_balance(frame.loc[frame["split"] == s, spec.target].to_numpy()) for s in SPLITS},
-        fingerprint=_fingerprint(frame),
-    )
-    return Dataset(frame, meta)
+    return counts
 
 
 def build_dataset(

@@ -124,8 +124,17 @@ def label_frame(ticks: pd.DataFrame, pip_size: float, spec: LabelSpec) -> pd.Dat
     )
 
 
+def class_counts(labels: np.ndarray) -> np.ndarray:
+    """Resolved labels per class (DOWN, NEUTRAL, UP): what streamed datasets add up shard by shard."""
+    resolved = labels[labels != UNRESOLVED]
+    return np.bincount(resolved.astype(np.int64), minlength=len(CLASSES))
+
+
 def class_balance(labels: np.ndarray) -> dict[str, float]:
     """Share of each class among resolved labels (NaN shares when none is resolved)."""
-    resolved = labels[labels != UNRESOLVED]
-    total = len(resolved)
-    return {name: (float(np.sum(resolved == i)) / total if total else math.nan) for i, name in enumerate(CLASSES)}
+    return balance_of_counts(class_counts(labels))
+
+
+def balance_of_counts(counts: np.ndarray) -> dict[str, float]:
+    total = int(np.sum(counts))
+    return {name: (float(counts[i]) / total if total else math.nan) for i, name in enumerate(CLASSES)}

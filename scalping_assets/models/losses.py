@@ -34,6 +34,11 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int, cap: float = MAX_
     The cap matters for a class that barely exists (NEUTRAL with a zero threshold holds only exact
     ties, ~0.1 %): uncapped, its weight of several hundred would make the model chase it.
     """
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    weights = np.where(counts > 0, len(labels) / (n_classes * np.maximum(counts, 1)), 0.0)
+    return weights_of_counts(np.bincount(labels, minlength=n_classes), cap)
+
+
+def weights_of_counts(counts: np.ndarray, cap: float = MAX_CLASS_WEIGHT) -> np.ndarray:
+    """`balanced_class_weights` from the labels' counts per class (a dataset counted shard by shard)."""
+    counts = np.asarray(counts, np.float64)
+    weights = np.where(counts > 0, counts.sum() / (len(counts) * np.maximum(counts, 1)), 0.0)
     return np.minimum(weights, cap)

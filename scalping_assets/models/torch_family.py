@@ -18,6 +18,7 @@ from .train import NetBuilder, predict_proba, train_torch
 
 if TYPE_CHECKING:
     from ..features.dataset import Dataset, SequenceWindows
+    from ..features.sharded import ShardedDataset
     from .config import TrainConfig
 
 TORCH_OPSET = 17
@@ -33,7 +34,10 @@ class TorchFamily(ModelFamily[nn.Module]):
     def __init__(self, kind: str, build: NetBuilder):
         self.kind, self.build = kind, build
 
-    def fit(self, dataset: Dataset, config: TrainConfig, on_epoch: OnEpoch | None = None) -> TrainedModel[nn.Module]:
+    def fit(
+        self, dataset: Dataset | ShardedDataset, config: TrainConfig, on_epoch: OnEpoch | None = None
+    ) -> TrainedModel[nn.Module]:
+        # A sharded dataset's windows read memory-mapped arrays: a batch loads the rows it needs.
         result = train_torch(config, self.build, dataset.windows("train"), dataset.windows("validation"), on_epoch)
         curves = {"train": [h.train_loss for h in result.history], "validation": [h.val_loss for h in result.history]}
         return TrainedModel(family=self, config=config, model=result.model, curves=curves, best_step=result.best_epoch)

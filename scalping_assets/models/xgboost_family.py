@@ -11,9 +11,10 @@ import xgboost as xgb
 from onnxmltools.convert import convert_xgboost
 from onnxmltools.convert.common.data_types import FloatTensorType
 
+from ..features.sharded import ShardedDataset
 from .family import ModelFamily, OnEpoch, TrainedModel, last_rows
 from .metrics import importance_png
-from .trees import importance, predict_tree, train_xgboost
+from .trees import importance, predict_tree, train_xgboost, train_xgboost_parts
 
 if TYPE_CHECKING:
     from ..features.dataset import Dataset, SequenceWindows
@@ -29,10 +30,16 @@ class XGBoostFamily(ModelFamily[xgb.Booster]):
     input = "features"
     step = "boosting round"
 
-    def fit(self, dataset: Dataset, config: TrainConfig, on_epoch: OnEpoch | None = None) -> TrainedModel[xgb.Booster]:
-        x_train, y_train = dataset.xy("train")
-        x_val, y_val = dataset.xy("validation")
-        result = train_xgboost(config, x_train, y_train, x_val, y_val, dataset.feature_names)
+    def fit(
+        self, dataset: Dataset | ShardedDataset, config: TrainConfig, on_epoch: OnEpoch | None = None
+    ) -> TrainedModel[xgb.Booster]:
+        if isinstance(dataset, ShardedDataset):  # months of rows: XGBoost reads them shard by shard
+            train, validation = (lambda: dataset.parts("train")), (lambda: dataset.parts("validation"))
+            result = train_xgboost_parts(config, train, validation, dataset.feature_names, dataset.class_counts("train"))
+        else:
+            x_train, y_train = dataset.xy("train")
+            x_val, y_val = dataset.xy("validation")
+            result = train_xgboost(config, x_train, y_train, x_val, y_val, dataset.feature_names)
         return TrainedModel(
             family=self, config=config, model=result.booster, curves=result.history, best_step=result.best_iteration
         )
