@@ -34,6 +34,7 @@ from pydantic import BaseModel
 
 from scalping_assets.assets.models import MODEL_ASSETS, comparison_rows
 from scalping_assets.market.summary import tick_summary
+from scalping_assets.models.config import profile_config
 from scalping_assets.partitions import DATASETS, tick_partition
 from scalping_assets.records import BacktestRecord, DatasetRecord, ExportRecord, GateRecord, ModelRecord
 from scalping_assets.settings import Settings
@@ -41,6 +42,10 @@ from scalping_assets.settings import Settings
 R = TypeVar("R", bound=BaseModel)
 QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 WALK_FORWARD_FOLDS = 3
+# The stack's meta-learner (a logistic regression on 12 probabilities) is fitted on as many held-out
+# windows per block as each base model trains on: predicting all of a block's ~150,000 windows with
+# every base took more of the demo than training the zoo.
+OOF_WINDOWS = profile_config("demo", "xgboost").max_train_windows
 WORKSPACE = Path(__file__).resolve().parents[1] / "workspace.yaml"  # what `make dev` serves
 OUTCOME_EVENTS = {dg.DagsterEventType.ASSET_CHECK_EVALUATION, dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}
 
@@ -207,8 +212,9 @@ def _run_stages(options: DemoOptions, pipeline: Pipeline) -> int:
     pipeline.failures += sum(not c.passed for c in blocking)
     models = evaluation = serving = None
     if dataset.success and not options.skip_models:
-        walk = {"xgboost_model": {"config": {"walk_forward": True}}}
-        models = pipeline.run("models_job", walk, "training every model family (profile demo), walking xgboost forward")
+        walk, stack = {"walk_forward": True}, {"max_oof_windows": OOF_WINDOWS}
+        ops = {"xgboost_model": {"config": walk}, "ensemble_model": {"config": stack}}
+        models = pipeline.run("models_job", ops, "training every model family (profile demo), walking xgboost forward")
     if models is not None and models.success:
         evaluation = pipeline.run("evaluation_job", announce="backtesting every candidate on the test span, then the gate")
     if evaluation is not None and evaluation.success and pipeline.record("champion", GateRecord).champion is not None:

@@ -9,8 +9,11 @@ import pytest
 from scalping_assets.assets.backtest import backtest_report, champion
 from scalping_assets.assets.models import BASE_MODEL_ASSETS, MODEL_ASSETS
 from scalping_assets.definitions import build_resources, defs
-from scalping_assets.features.dataset import DatasetSpec, build_dataset, save_walk_forward, walk_forward_datasets
+from scalping_assets.features.dataset import Dataset, DatasetSpec, build_dataset, save_walk_forward, walk_forward_datasets
 from scalping_assets.market.simulator import simulator
+from scalping_assets.models.config import TrainConfig
+from scalping_assets.models.ensemble import FittedStack, StackedEnsemble
+from scalping_assets.models.pipeline import RAW_PREDICTIONS_ARTIFACT, load_trained
 from scalping_assets.models.tracking import CHAMPION, PARENT_TAG
 from scalping_assets.records import BacktestRecord, DatasetRecord, ExportRecord, GateRecord, ModelRecord
 from scalping_assets.schedules import champion_promoted_sensor
@@ -20,6 +23,7 @@ from serving.bundle import OnnxPredictor
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 DATASET = "sig"
 FAST = {"epochs": 1, "max_train_windows": 1_000, "seeds": [0, 1]}
+OOF_WINDOWS = 1_000  # per block of the stack's two
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +43,7 @@ def run(tmp_path_factory):
     resources["records"].store().save(["training_dataset", DATASET], record)
     config = {"ops": {asset.key.path[-1]: {"config": FAST} for asset in BASE_MODEL_ASSETS}}
     config["ops"]["xgboost_model"]["config"] = FAST | {"walk_forward": True}
+    config["ops"]["ensemble_model"] = {"config": {"max_oof_windows": OOF_WINDOWS}}
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("dataset", [DATASET])
         result = defs.resolve_job_def("models_job").execute_in_process(
@@ -76,6 +81,24 @@ def test_every_model_family_trains_logs_and_registers(run):
     assert len(versions) == 9
     loaded = tracker.load_model("pyfunc", f"models:/scalping-SIG_AR1-h10/{versions[0].version}")
     assert loaded.metadata.signature is not None
+
+
+def test_the_stack_reads_what_its_bases_logged_and_that_is_what_they_predict(run):
+    result, resources, *_ = run
+    records, tracker = resources["records"].store(), resources["mlflow_store"].tracker()
+    dataset = Dataset.load(records.load(["training_dataset", DATASET], DatasetRecord).path)
+    ensemble = records.load(["ensemble_model", DATASET], ModelRecord).candidates[0]
+    run_data = tracker.client.get_run(ensemble.run_id).data
+    assert run_data.params["max_oof_windows"] == str(OOF_WINDOWS) and run_data.metrics["oof_rows"] == 2 * OOF_WINDOWS
+    firsts = [records.load([a.key.path[-1], DATASET], ModelRecord).candidates[0] for a in BASE_MODEL_ASSETS]
+    bases = [load_trained(tracker, TrainConfig(**c.config), c.model_uri) for c in firsts]
+    stack = FittedStack(StackedEnsemble(tracker.load_model("sklearn", ensemble.model_uri)), bases)
+    # The stack was calibrated and scored on its bases' logged predictions; the bases loaded back from
+    # MLflow predicting every window again give the same probabilities, to the bit.
+    logged = tracker.load_arrays(ensemble.run_id, RAW_PREDICTIONS_ARTIFACT)
+    assert sorted(logged) == ["test", "validation"]
+    for split, proba in logged.items():
+        np.testing.assert_array_equal(proba, stack.predict(dataset, split)[0])
 
 
 def test_model_comparison_tabulates_every_candidate(run):

@@ -177,10 +177,11 @@ def test_focal_loss_and_class_weights():
     assert weights[2] > weights[0] and weights[1] == 5.0  # the all-but-absent class is capped
 
 
-def test_stacked_ensemble_learns_only_from_out_of_fold_predictions(planted):
+@pytest.mark.parametrize("max_oof_windows", [None, 3_000])
+def test_stacked_ensemble_learns_only_from_out_of_fold_predictions(planted, max_oof_windows):
     dataset, candidates = planted
     configs = [c.model.config for c in candidates]
-    stack = fit_stack(dataset, configs, folds=3)
+    stack = fit_stack(dataset, configs, folds=3, max_oof_windows=max_oof_windows)
     frame = dataset.frame
     resolve = frame[["direction_resolve_epoch", "barrier_resolve_epoch"]].max(axis=1).to_numpy()
     epochs = frame["epoch"].to_numpy()
@@ -193,6 +194,9 @@ def test_stacked_ensemble_learns_only_from_out_of_fold_predictions(planted):
     assert (frame["split"].to_numpy()[stack.oof_rows] == "train").all()
     assert stack.meta.n_features_in_ == 3 * len(configs)
     assert len(stack.oof_rows) == len(np.unique(stack.oof_rows)), "each training row predicted once"
+    if max_oof_windows is not None:  # a sample of each block's windows, and the stack fitted on those alone
+        assert all(len(fold.predicted) == max_oof_windows for fold in stack.folds)
+        assert len(stack.oof_rows) == 3 * max_oof_windows
     proba = stack.predict([c.model.predict(dataset, "test")[0] for c in candidates])  # what the stack was fitted on
     accuracy = float((proba.argmax(axis=1) == candidates[0].test_labels).mean())
     best = max(c.metrics["accuracy"] for c in candidates)

@@ -24,9 +24,11 @@ import onnx
 from onnxruntime.quantization import QuantType, quantize_dynamic
 from skl2onnx import to_onnx
 
+from scalping_assets.backtest.runs import load_predictions
 from scalping_assets.features.dataset import Dataset, SequenceWindows
+from scalping_assets.features.labels import PROBABILITY_COLUMNS
 from scalping_assets.models import calibration
-from scalping_assets.models.calibration import UNCALIBRATED, Calibration
+from scalping_assets.models.calibration import Calibration
 from scalping_assets.models.ensemble import BASES_ARTIFACT
 from scalping_assets.models.families import family
 from scalping_assets.models.family import ModelFamily
@@ -136,6 +138,20 @@ def predict_windows(
     return np.concatenate(out)
 
 
+def _logged_truth(tracker: Tracker, run_id: str, dataset: Dataset, windows: SequenceWindows, symbols: np.ndarray) -> np.ndarray:
+    """The trained model's calibrated probabilities of the test windows, as its run logged them (what its
+    backtest replayed): read rather than predicted again, after checking they are of the same windows."""
+    logged = load_predictions(tracker, run_id)
+    epochs = dataset.rows("test")["epoch"].to_numpy()[windows.ends]
+    same = len(logged) == len(windows) and (logged["symbol"].to_numpy() == symbols).all() and (logged["epoch"] == epochs).all()
+    if not same:
+        raise ExportError(
+            f"run {run_id}: its logged test predictions ({len(logged):,} rows) are not of the dataset's "
+            f"{len(windows):,} test windows"
+        )
+    return logged[PROBABILITY_COLUMNS].to_numpy(np.float64)
+
+
 def export_version(
     tracker: Tracker,
     name: str,
@@ -199,9 +215,7 @@ def export_version(
 
     windows = dataset.windows("test")
     symbols = calibration.window_symbols(dataset, "test")
-    truth_parts = [part_family.predict(model, windows) for part_family, model in references]
-    truth = truth_parts[0] if meta_learner is None else meta_learner.predict_proba(np.hstack(truth_parts))
-    truth = (UNCALIBRATED if fitted is None else fitted).apply(truth, symbols)  # the logged test predictions
+    truth = _logged_truth(tracker, run_id, dataset, windows, symbols)
     fp32 = OnnxPredictor(folder, "fp32")
     fp32_proba = predict_windows(fp32, windows, symbols)
     fp32_diff = float(np.abs(fp32_proba - truth).max())

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from ..features.dataset import Dataset, resolve_epochs
+from ..features.dataset import Dataset, SequenceWindows, resolve_epochs
+from ..features.labels import CLASSES
+from .calibration import SplitPredictor
 from .config import TrainConfig
 from .family import TrainedModel
 from .pipeline import Candidate, describe_dataset, evaluate_and_log, fit, log_dataset, model_description, version_description
@@ -44,13 +46,40 @@ class StackedEnsemble:
         return self.meta.predict_proba(np.hstack(base_probabilities))
 
 
+class LoggedPredictionsError(ValueError):
+    """A base's logged predictions do not fit the dataset's split: the message names the base and the split."""
+
+
+@dataclass
+class LoggedBase:
+    """A base model with its own predictions of `dataset`'s splits, as its training run logged them
+    (`pipeline.RAW_PREDICTIONS_ARTIFACT`): the same model on the same windows, so the stack's calibration
+    and evaluation read them rather than predicting every window again. Other datasets and splits are
+    predicted."""
+
+    base: TrainedModel
+    dataset: Dataset
+    logged: dict[str, np.ndarray]
+
+    def predict(self, dataset: Dataset, split: str) -> tuple[np.ndarray, np.ndarray]:
+        if dataset is not self.dataset or split not in self.logged:
+            return self.base.predict(dataset, split)
+        windows, proba = dataset.windows(split), self.logged[split]
+        if proba.shape != (len(windows), len(CLASSES)):
+            raise LoggedPredictionsError(
+                f"{self.base.config.kind} ({self.base.model_uri}): logged {split} predictions have shape "
+                f"{proba.shape}, the dataset's {split} split has {len(windows)} windows"
+            )
+        return proba, windows.y[windows.ends]
+
+
 @dataclass
 class FittedStack:
     """The stack with the fitted base models that feed it: answers a dataset's split as a `TrainedModel`
     does (a `calibration.SplitPredictor`)."""
 
     stack: StackedEnsemble
-    bases: list[TrainedModel]
+    bases: list[SplitPredictor]
 
     def predict(self, dataset: Dataset, split: str) -> tuple[np.ndarray, np.ndarray]:
         predictions = [base.predict(dataset, split) for base in self.bases]
@@ -93,26 +122,38 @@ def purged_blocks(dataset: Dataset, k: int, embargo_ticks: int) -> list[tuple[np
     return blocks
 
 
+def held_out_windows(windows: SequenceWindows, limit: int | None, fold: int) -> SequenceWindows:
+    """The held-out block's windows the bases predict for the meta-learner: all of them, or a sample of
+    `limit` (seeded by the fold, in time order), so that a re-run predicts the same rows."""
+    if limit is None or len(windows) <= limit:
+        return windows
+    chosen = np.random.default_rng(fold).choice(len(windows), limit, replace=False)
+    return dataclasses.replace(windows, ends=windows.ends[np.sort(chosen)])
+
+
 def fit_stack(
     dataset: Dataset,
     configs: list[TrainConfig],
     folds: int = 3,
     embargo_ticks: int | None = None,
     on_fold: Callable[[int, TrainConfig], None] | None = None,
+    max_oof_windows: int | None = None,
 ) -> StackedEnsemble:
-    """Out-of-fold base predictions over the training span, then the meta-learner on them."""
+    """Out-of-fold base predictions over the training span (`max_oof_windows` per block at most), then
+    the meta-learner on them."""
     embargo = dataset.meta.spec.split.embargo_ticks if embargo_ticks is None else embargo_ticks
     oof_features, oof_labels, oof_rows, records = [], [], [], []
     for i, (train_rows, held_out) in enumerate(purged_blocks(dataset, folds, embargo)):
         fold = _fold_dataset(dataset, train_rows, held_out)
-        windows = fold.windows("test")
+        windows = held_out_windows(fold.windows("test"), max_oof_windows, i)
         predicted = fold.rows("test").index.to_numpy()[windows.ends]
+        labels = windows.y[windows.ends]
         probabilities = []
         for config in configs:
             if on_fold:
                 on_fold(i, config)
-            proba, labels = fit(fold, config).predict(fold, "test")
-            probabilities.append(proba)
+            base = fit(fold, config)
+            probabilities.append(base.family.predict(base.model, windows))
         oof_features.append(np.hstack(probabilities))
         oof_labels.append(labels)
         oof_rows.append(predicted)
@@ -131,10 +172,13 @@ def train_ensemble(
     on_fold: Callable[[int, TrainConfig], None] | None = None,
     dataset_name: str | None = None,
     dataset_source: str | None = None,
+    max_oof_windows: int | None = None,
+    logged: list[dict[str, np.ndarray]] | None = None,
 ) -> Candidate:
-    """Stack the fitted `bases`: out-of-fold training of the meta-learner, calibration on the validation
-    span and evaluation on the test span through the bases' own predictions, logged and registered like
-    any candidate (`dataset_name`, `dataset_source`: as for `train_candidate`)."""
+    """Stack the fitted `bases`: out-of-fold training of the meta-learner (on `max_oof_windows` per
+    block at most), calibration on the validation span and evaluation on the test span through the
+    bases' own predictions (`logged`: per base, those its training run logged of `dataset`), logged and
+    registered like any candidate (`dataset_name`, `dataset_source`: as for `train_candidate`)."""
     spec = dataset.meta.spec
     configs = [base.config for base in bases]
     registered = registered_model_name(spec.symbols, spec.labels.horizon)
@@ -151,6 +195,7 @@ def train_ensemble(
         run.params(
             {
                 "folds": folds,
+                "max_oof_windows": max_oof_windows,
                 "bases": ",".join(c.kind for c in configs),
                 "meta_learner": "LogisticRegression(C=1)",
                 "base_configs_sha256": hashlib.sha256(base_configs.encode()).hexdigest(),
@@ -160,9 +205,10 @@ def train_ensemble(
         log_dataset(run, dataset, dataset_name, dataset_source)
         # What serving needs to rebuild the stack: the logged base models the meta-learner reads.
         run.dict({"bases": [{"kind": b.config.kind, "model_uri": b.model_uri} for b in bases]}, BASES_ARTIFACT)
-        stack = fit_stack(dataset, configs, folds, on_fold=on_fold)
+        stack = fit_stack(dataset, configs, folds, on_fold=on_fold, max_oof_windows=max_oof_windows)
         run.metrics({"oof_rows": len(stack.oof_rows)})
-        evaluation = evaluate_and_log(dataset, run, "ensemble", FittedStack(stack, bases))
+        predictors = bases if logged is None else [LoggedBase(b, dataset, p) for b, p in zip(bases, logged, strict=True)]
+        evaluation = evaluate_and_log(dataset, run, "ensemble", FittedStack(stack, predictors))
         windows = dataset.windows("test")
         first = dataclasses.replace(windows, ends=windows.ends[:4])
         example = np.hstack([base.family.predict(base.model, first) for base in bases])
@@ -176,7 +222,7 @@ def train_ensemble(
     return Candidate(
         name="ensemble",
         kind="ensemble",
-        config={"folds": folds, "bases": [c.model_dump() for c in configs]},
+        config={"folds": folds, "max_oof_windows": max_oof_windows, "bases": [c.model_dump() for c in configs]},
         model=stack,
         metrics=evaluation.metrics,
         edge=evaluation.edge,
@@ -190,11 +236,13 @@ def train_ensemble(
     )
 
 
-def ensemble_fit_predict(configs: list[TrainConfig], folds: int = 2) -> Callable[[Dataset], tuple[np.ndarray, np.ndarray]]:
+def ensemble_fit_predict(
+    configs: list[TrainConfig], folds: int = 2, max_oof_windows: int | None = None
+) -> Callable[[Dataset], tuple[np.ndarray, np.ndarray]]:
     """Walk-forward twin of `train_ensemble`: the bases and the stack both refitted on the fold."""
 
     def fit_predict(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
-        stack = fit_stack(dataset, configs, folds)
+        stack = fit_stack(dataset, configs, folds, max_oof_windows=max_oof_windows)
         return FittedStack(stack, [fit(dataset, config) for config in configs]).predict(dataset, "test")
 
     return fit_predict

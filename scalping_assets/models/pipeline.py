@@ -11,7 +11,8 @@ before/after comparison only.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -205,6 +206,30 @@ def predictions_digest(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
+# The model's own (uncalibrated) probabilities of the validation and test windows, one array per split:
+# the ensemble's calibration and evaluation read its bases' from here instead of predicting them again.
+RAW_PREDICTIONS_ARTIFACT = "predictions/raw.npz"
+
+
+@dataclass
+class Recorded:
+    """A `SplitPredictor` that keeps the probabilities `model` answered, per split."""
+
+    model: SplitPredictor
+    answers: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def predict(self, dataset: Dataset, split: str) -> tuple[np.ndarray, np.ndarray]:
+        proba, labels = self.model.predict(dataset, split)
+        self.answers[split] = proba
+        return proba, labels
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
 UNCALIBRATED = "uncalibrated/"  # metric prefix (under `test/`): the same figure of the model's own output
 
 
@@ -237,9 +262,12 @@ def evaluate_and_log(dataset: Dataset, run: RunLog, name: str, model: SplitPredi
     """Calibrate `model` on the validation span (never the test span), then evaluate its calibrated test
     probabilities: metrics (`test/…`, with the calibration figures of the model's own output under
     `test/uncalibrated/…`), the edge test, the confusion matrix and the reliability before and after;
-    log the calibration and the calibrated test predictions (with their digest as a tag) to `run`."""
-    fitted = calibration.fit_validation(model, dataset)
-    raw, labels = model.predict(dataset, "test")
+    log the calibration, the calibrated test predictions (with their digest as a tag) and the model's
+    own predictions of both spans to `run`."""
+    recorded = Recorded(model)
+    fitted = calibration.fit_validation(recorded, dataset)
+    raw, labels = recorded.predict(dataset, "test")
+    run.bytes(_npz_bytes(recorded.answers), RAW_PREDICTIONS_ARTIFACT)
     symbols = calibration.window_symbols(dataset, "test")
     proba = fitted.apply(raw, symbols)
     run.dict(fitted.model_dump(mode="json"), calibration.ARTIFACT)

@@ -61,6 +61,8 @@ LIVE_SENSORS = [
 # Sharpe ratio, one more trial, raises the deflated-Sharpe hurdle of the others (the gate then keeps the
 # champion, as it should).
 SMALL_TRAINING = {"epochs": 3, "max_train_windows": 8_000}
+# The stack's meta-learner on as many held-out windows per block as a base trains on (the demo's rule).
+SMALL_STACK = {"max_oof_windows": SMALL_TRAINING["max_train_windows"]}
 RETRAIN_DAYS = 2  # the control day and the changed one
 # A flat class worth learning: a 10-tick move within 0.3 bp is NEUTRAL, about 4 % of SIG_AR1's rows. The
 # default (0 bp) makes NEUTRAL an exact no-move, under 1 % of rows, which dataset_class_balance warns about
@@ -374,6 +376,7 @@ def _run(options: LiveDemoOptions, days: LiveDays, deriv_url: str, hook) -> Live
         dataset = {"symbols": [symbol], "start": str(days.train), "end": str(days.train), "labels": FLAT_CLASS}
         pipeline.run("dataset_job", {"training_dataset": {"config": dataset}})
         small = {a.key.path[-1]: {"config": SMALL_TRAINING} for a in BASE_MODEL_ASSETS}
+        small["ensemble_model"] = {"config": SMALL_STACK}
         pipeline.run("models_job", small, "every model family, small")
         pipeline.run("evaluation_job", announce="backtests and the gate")
         gate = pipeline.record("champion", GateRecord)
