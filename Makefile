@@ -6,7 +6,7 @@ export DAGSTER_HOME := $(CURDIR)
 # Where `make demo` and `make dev` keep MLflow's store and artifacts (SCALPING_DATA_DIR, default data/).
 MLFLOW_DATA := $(abspath $(or $(SCALPING_DATA_DIR),data))
 
-.PHONY: demo live-demo test lint bench dev mlflow monitor serve symbols clean
+.PHONY: demo live-demo rehearsal test lint bench dev mlflow monitor serve symbols clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ demo: $(BIN)/.installed  ## simulated ticks for a few symbols and days, material
 
 live-demo: $(BIN)/.installed  ## the live loop in minutes: local feed, service, monitoring, an alert, a retrain served (data/live-demo)
 	$(BIN)/python -m scalping_assets.testing.live_demo --data-dir data/live-demo --fresh
+
+rehearsal: $(BIN)/.installed  ## the Compose stack's processes natively on PostgreSQL, with faults (data/rehearsal)
+	$(BIN)/python -m scalping_assets.testing.rehearsal --work-dir data/rehearsal
 
 test: lint  ## lint, then the whole test suite
 	$(BIN)/pytest -q
@@ -33,6 +36,7 @@ bench: $(BIN)/.installed  ## benchmark tables
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/bench_backtest.py
+	$(BIN)/python benchmarks/bench_scale.py
 	$(BIN)/python benchmarks/bench_baseline.py
 	$(BIN)/python benchmarks/bench_gate.py
 	$(BIN)/python benchmarks/bench_drift.py

@@ -244,7 +244,7 @@ def paper(args: argparse.Namespace) -> int:
         return 2
     desk = PaperDesk(deriv_url(args.url), books, progress_interval_s=args.progress_interval, lineup=lineup)
     if args.metrics_port:
-        start_http_server(args.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        start_http_server(args.metrics_port, addr=args.metrics_host, registry=metrics.registry)
     for b in books:
         print(
             f"paper {b.book}: {b.model} v{b.version} on {', '.join(b.traders)} "
@@ -330,7 +330,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--deriv-broker", action="store_true", help="also place each order on a Deriv virtual account (DERIV_TOKEN)")
     t.add_argument("--allow-real-account", action="store_true", help="let --deriv-broker trade a real-money account")
     t.add_argument("--duration", type=float, help="stop after this many seconds (default: run until SIGINT/SIGTERM)")
-    t.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on 127.0.0.1:PORT (0: off)")
+    t.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on PORT (0: off)")
+    # Loopback by default: the metrics name models and P&L. A container sets 0.0.0.0 for its scraper.
+    t.add_argument("--metrics-host", default="127.0.0.1", help="address the metrics listen on (default %(default)s)")
     t.add_argument("--progress-interval", type=float, default=30.0, help="seconds between progress lines")
     t.add_argument("--data-dir", default=str(defaults.data_dir), help="default %(default)s (SCALPING_DATA_DIR)")
     t.set_defaults(func=paper)

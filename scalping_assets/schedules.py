@@ -69,9 +69,9 @@ def _requests(context: dg.ScheduleEvaluationContext, days_back: int, kind: str):
     ]
 
 
-@dg.schedule(job=daily_job, cron_schedule="15 0 * * *", execution_timezone="UTC")
+@dg.schedule(job=daily_job, cron_schedule=Settings().daily_cron, execution_timezone="UTC")
 def daily_ticks_schedule(context: dg.ScheduleEvaluationContext):
-    """Shortly after 00:00 UTC: ticks and features of the day that just ended, one run per tracked
+    """Shortly after 00:00 UTC (SCALPING_DAILY_CRON): ticks and features of the day that just ended, one run per tracked
     symbol the simulator generates (SCALPING_SYMBOLS)."""
     return _requests(context, 1, "daily")
 

@@ -48,8 +48,8 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("tracking_uri", "MLFLOW_TRACKING_URI"),
         description="empty: SQLite under the data folder",
     )
-    # Where people open MLflow: the links in the Dagster UI and the CLI. A tracking URI that is itself an
-    # MLflow server (http or https) is its own UI and wins over this.
+    # Where people open MLflow: the links in the Dagster UI and the CLI. Unset, a tracking URI that is
+    # itself an MLflow server (http or https) is its own UI.
     mlflow_ui_url: str = Field(
         default=DEFAULT_MLFLOW_UI_URL,
         validation_alias=_env("MLFLOW_UI_URL"),
@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     # days `scalping collect` stores and a sensor turns into partitions (history backfills a missing day).
     tick_source: Literal["simulator", "deriv"] = Field(
         default="simulator", validation_alias=_env("SCALPING_TICK_SOURCE"), description="simulator or deriv"
+    )
+    # When the day's partitions are requested (UTC cron): after midnight, once the day is complete. The
+    # rehearsal runs it every minute ("* * * * *"), and turns it off after its first run.
+    daily_cron: str = Field(
+        default="15 0 * * *", validation_alias=_env("SCALPING_DAILY_CRON"), description="UTC cron of daily_ticks_schedule"
     )
     deriv_url: str = Field(
         default="",
@@ -105,6 +110,14 @@ class Settings(BaseSettings):
     )
     retrain_days: int = Field(
         default=7, ge=1, validation_alias=_env("SCALPING_RETRAIN_DAYS"), description="collected days a retrain trains on"
+    )
+    # How many runs the run queue starts side by side: a backfill is a run per (day, symbol) partition.
+    # A run holds about one partition's data, so the cores, not memory, are the limit.
+    max_concurrent: int = Field(
+        default_factory=lambda: os.cpu_count() or 1,
+        ge=1,
+        validation_alias=_env("SCALPING_MAX_CONCURRENT"),
+        description="runs (a backfill's partitions) the run queue runs at once; default: the CPU cores",
     )
 
     @field_validator("symbols", mode="before")

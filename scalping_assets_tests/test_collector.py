@@ -21,6 +21,7 @@ from scalping_assets.market.store import TickStore
 from scalping_assets.partitions import tick_partition
 from scalping_assets.settings import Settings
 from scalping_assets.testing.fake_deriv import FakeDerivServer, Faults, ServerThread
+from scalping_assets.testing.tick_audit import audit, flawless, print_audit
 from scalping_assets.testing.tick_source import SimulatedTicks
 
 START = 1_767_312_000  # 2026-01-02 00:00 UTC
@@ -36,35 +37,6 @@ FAST = CollectorOptions(
     rate_limit_wait_s=0.1,
     request_timeout_s=3.0,
 )
-
-
-def audit(fake: FakeDerivServer, store: TickStore, symbol: str, since: int) -> dict[str, int]:
-    """What is stored of `symbol` against the server's own feed from `since` to the last stored tick.
-
-    lost: a tick of the feed that is not stored; duplicated: an epoch stored twice; wrong: a stored tick
-    the feed never had at that epoch, or with another quote.
-    """
-    stored = store.read(symbol)
-    epochs, quotes = stored["epoch"].to_numpy(), stored["quote"].to_numpy()
-    assert len(epochs), f"{symbol}: nothing stored"
-    assert np.all(np.diff(epochs) >= 0), f"{symbol}: out of order"
-    truth_epochs, truth_quotes = fake.between(symbol, since, epochs[-1])
-    unique, first = np.unique(epochs, return_index=True)
-    known = np.isin(unique, truth_epochs)
-    at = np.searchsorted(truth_epochs, unique[known])
-    wrong = int((~known).sum() + (quotes[first][known] != truth_quotes[at]).sum())
-    lost = len(np.setdiff1d(truth_epochs, epochs))
-    return {"stored": len(epochs), "lost": lost, "duplicated": len(epochs) - len(unique), "wrong": wrong}
-
-
-def print_audit(title: str, report: dict[str, dict[str, int]]) -> None:
-    print(f"\n{title}\n{'symbol':<9} {'stored':>8} {'lost':>5} {'duplicated':>10} {'wrong':>5}")
-    for symbol, r in report.items():
-        print(f"{symbol:<9} {r['stored']:>8,} {r['lost']:>5} {r['duplicated']:>10} {r['wrong']:>5}")
-
-
-def flawless(report: dict[str, dict[str, int]]) -> bool:
-    return all(r["lost"] == r["duplicated"] == r["wrong"] == 0 for r in report.values())
 
 
 def collect_for(root: Path, fake: FakeDerivServer, symbols: list[str], since: int, seconds: float, **options) -> tuple:

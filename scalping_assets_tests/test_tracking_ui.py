@@ -213,9 +213,12 @@ def test_the_links_open_the_run_the_version_and_the_rendered_report(logged):
     assert query == {"path": [REPORT_ARTIFACT], "run_uuid": [backtest.run_id]}
 
 
-def test_the_ui_base_is_the_tracking_server_or_the_configured_url(monkeypatch, tmp_path):
+def test_the_ui_base_is_the_configured_url_or_else_the_tracking_server(monkeypatch, tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    assert Tracker("http://mlflow:5000/", ui_url="http://elsewhere").ui_url == "http://mlflow:5000"
+    assert Tracker("http://mlflow:5000/").ui_url == "http://mlflow:5000"
+    assert Tracker("http://mlflow:5000/", ui_url=DEFAULT_MLFLOW_UI_URL).ui_url == "http://mlflow:5000"  # the default: unset
+    # Set, it wins: browsers reach Compose's MLflow at a published address, not at its service name.
+    assert Tracker("http://mlflow:5000/", ui_url="http://127.0.0.1:5000/").ui_url == "http://127.0.0.1:5000"
     assert Tracker(store).ui_url == DEFAULT_MLFLOW_UI_URL == Settings().mlflow_ui_url
     assert Tracker(store, ui_url="https://mlflow.example.com/").ui_url == "https://mlflow.example.com"
     monkeypatch.setenv("MLFLOW_UI_URL", "https://mlflow.example.com")

@@ -82,7 +82,11 @@ class ModelSet:
         self._marker = self.registry.cache / "reload.marker"
         # A marker left by an earlier server names versions resolved then: start from the registry instead.
         self._marker_seen = self._marker_time()
-        self.pinned = self._resolve()
+        try:
+            self.pinned = self._resolve()
+        except Exception as exc:  # MLflow unreachable at start: start anyway, unready (503), the follower retries
+            log.warning(f"registry unreachable at start ({type(exc).__name__}: {exc}); serving nothing until it answers")
+            self.pinned = Pinned(name=None, versions={}, problems={CHAMPION: f"registry unreachable: {type(exc).__name__}"})
         self._load(self.pinned)
 
     @property

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import threading
 import time
 from datetime import UTC, datetime
@@ -35,7 +36,8 @@ class PredictionLog:
         self._files: dict[str, object] = {}  # day -> open file; at most two days are being written
 
     def path(self, day: str) -> Path:
-        return self.folder / f"predictions-{day}-{os.getpid()}.jsonl"
+        # The host as well as the process: replicas sharing one volume (Compose, Kubernetes) reuse pids.
+        return self.folder / f"predictions-{day}-{socket.gethostname()}-{os.getpid()}.jsonl"
 
     def write(self, records: list[dict]) -> None:
         """Append records (each gets a UTC timestamp) to the files of their days; flushed per call."""

@@ -14,7 +14,7 @@ from scalping_assets.features.dataset import Dataset, load_walk_forward
 from scalping_assets.models.config import MODEL_KINDS, PROFILES, TrainConfig, profile_config
 from scalping_assets.models.ensemble import ensemble_fit_predict, train_ensemble
 from scalping_assets.models.families import family
-from scalping_assets.models.pipeline import Candidate, load_trained, train_candidate
+from scalping_assets.models.pipeline import RAW_PREDICTIONS_ARTIFACT, Candidate, load_trained, train_candidate
 from scalping_assets.models.walk_forward import (
     FitPredict,
     WalkForwardResult,
@@ -201,6 +201,9 @@ BASE_MODEL_ASSETS = [_model_asset(kind) for kind in MODEL_KINDS]
 
 class EnsembleConfig(dg.Config):
     folds: int = Field(default=2, ge=2, description="time blocks of the training span for out-of-fold predictions")
+    max_oof_windows: int | None = Field(
+        default=None, ge=1, description="held-out windows per block the stack is fitted on (a seeded sample); empty: all"
+    )
     walk_forward: bool = Field(default=False, description="also refit bases and stack on the dataset's walk-forward folds")
 
 
@@ -226,8 +229,10 @@ def ensemble_model(
 ) -> dg.MaterializeResult:
     dataset = Dataset.load(training_dataset.path)
     tracker = mlflow_store.tracker()
-    firsts = [base_models[a.key.path[-1]].candidates[0] for a in BASE_MODEL_ASSETS]
+    records = [base_models[a.key.path[-1]] for a in BASE_MODEL_ASSETS]
+    firsts = [record.candidates[0] for record in records]
     bases = [load_trained(tracker, TrainConfig(**c.config), c.model_uri) for c in firsts]
+    logged = _logged_predictions(context, tracker, records, dataset)
     parent = tracker.parent_run_id(context.run.run_id, f"dagster {context.run.run_id[:8]}")
     candidate = train_ensemble(
         dataset,
@@ -238,13 +243,32 @@ def ensemble_model(
         on_fold=lambda i, c: context.log.info(f"fold {i + 1}/{config.folds}: fitting {c.kind} for out-of-fold predictions"),
         dataset_name=context.partition_key,
         dataset_source=training_dataset.path,
+        max_oof_windows=config.max_oof_windows,
+        logged=logged,
     )
     context.log.info(f"ensemble: test accuracy {candidate.metrics['accuracy']:.4f}, edge {candidate.edge}")
     walks = []
     if config.walk_forward:
-        fit_predict = ensemble_fit_predict([b.config for b in bases], config.folds)
+        fit_predict = ensemble_fit_predict([b.config for b in bases], config.folds, config.max_oof_windows)
         walks = [_walk_forward(context, training_dataset, tracker, parent, "ensemble", "ensemble", fit_predict)]
     return _model_output("ensemble", [candidate], tracker, "stack", dataset, walks)
+
+
+def _logged_predictions(
+    context: dg.AssetExecutionContext, tracker, records: list[ModelRecord], dataset: Dataset
+) -> list[dict[str, np.ndarray]] | None:
+    """Each base's own predictions of `dataset`'s validation and test windows, as its training run logged
+    them; None (the stack predicts them) when a base was trained on another dataset or its run predates
+    the artifact."""
+    stale = [r.model for r in records if r.dataset_fingerprint != dataset.meta.fingerprint]
+    if stale:
+        context.log.warning(f"{', '.join(stale)} trained on another version of the dataset: its predictions are made again")
+        return None
+    try:
+        return [tracker.load_arrays(r.candidates[0].run_id, RAW_PREDICTIONS_ARTIFACT) for r in records]
+    except FileNotFoundError as exc:
+        context.log.info(f"{exc}: the bases predict the validation and test spans again")
+        return None
 
 
 MODEL_ASSETS = [*BASE_MODEL_ASSETS, ensemble_model]

@@ -23,6 +23,7 @@ artifacts have no UI of their own: `make mlflow` serves one at the default).
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import mlflow
+import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag, Metric, Param
@@ -85,6 +87,15 @@ def git_commit(cwd: str | Path | None = None) -> str:
 def _flavor(name: str):
     """An MLflow model flavor module (`pytorch`, `xgboost`, `sklearn`, `pyfunc`), imported when first used."""
     return importlib.import_module(f"mlflow.{name}")
+
+
+# The package each flavor's model needs to load, beside MLflow itself; pinned to what trained it.
+FLAVOR_PACKAGES = {"pytorch": "torch", "xgboost": "xgboost", "sklearn": "scikit-learn", "onnx": "onnxruntime"}
+
+
+def _requirements(flavor: str) -> list[str]:
+    packages = ["mlflow", *([FLAVOR_PACKAGES[flavor]] if flavor in FLAVOR_PACKAGES else []), "numpy"]
+    return [f"{name}=={importlib.metadata.version(name)}" for name in packages]
 
 
 class RunLog:
@@ -158,6 +169,8 @@ class RunLog:
         """Log `model` with its flavor (signature inferred from the example and `output`); returns its URI."""
         if output is not None:
             kwargs["signature"] = infer_signature(input_example, output)
+        # Given, MLflow does not start a process per model to find what the model imports (seconds each).
+        kwargs.setdefault("pip_requirements", _requirements(flavor))
         with self.tracker._fluent(self.run_id):
             return _flavor(flavor).log_model(model, name=name, input_example=input_example, **kwargs).model_uri
 
@@ -167,10 +180,15 @@ class Tracker:
         self, tracking_uri: str, experiment: str = "scalping", artifact_root: str | None = None, ui_url: str | None = None
     ):
         self.tracking_uri = tracking_uri
-        self._experiment, self._artifact_root = experiment, artifact_root
-        # The MLflow UI's base URL: an http(s) tracking URI is its own UI.
         server = tracking_uri.startswith(("http://", "https://"))
-        self.ui_url = (tracking_uri if server else ui_url or DEFAULT_MLFLOW_UI_URL).rstrip("/")
+        # A server stores the artifacts it is sent (`--serve-artifacts`, deploy/mlflow/serve.sh): a local
+        # folder would be one only this machine can read.
+        self._experiment, self._artifact_root = experiment, None if server else artifact_root
+        # The MLflow UI's base URL: one set (MLFLOW_UI_URL) wins, as the address people's browsers reach is
+        # not always the one the processes use (Compose's http://mlflow:5000); else an http(s) tracking
+        # URI is its own UI.
+        chosen = ui_url not in (None, "", DEFAULT_MLFLOW_UI_URL)
+        self.ui_url = (ui_url if chosen else tracking_uri if server else DEFAULT_MLFLOW_UI_URL).rstrip("/")
 
     @cached_property
     def client(self) -> MlflowClient:
@@ -315,6 +333,11 @@ class Tracker:
     def load_dict(self, run_id: str, path: str) -> dict:
         with tempfile.TemporaryDirectory() as folder:
             return json.loads(self.download(run_id, path, folder).read_text())
+
+    def load_arrays(self, run_id: str, path: str) -> dict[str, np.ndarray]:
+        """The arrays of a logged `.npz` by name; FileNotFoundError when the run lacks it."""
+        with tempfile.TemporaryDirectory() as folder, np.load(self.download(run_id, path, folder)) as arrays:
+            return {name: arrays[name] for name in arrays.files}
 
     def load_model(self, flavor: str, model_uri: str, **kwargs) -> Any:
         """A logged or registered model (`models:/…`, `runs:/…`) through its flavor."""

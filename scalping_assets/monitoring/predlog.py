@@ -31,7 +31,7 @@ from ..features.labels import CLASSES, PROBABILITY_COLUMNS
 from ..market.store import epoch_day, write_parquet_atomic
 from ..records import PredictionLogRecord
 
-LOG_GLOB = "predictions-{day}-*.jsonl"  # serving.predlog.PredictionLog.path, one file per process
+LOG_GLOB = "predictions-{day}-*.jsonl"  # serving.predlog.PredictionLog.path, one file per host and process
 LOG_CLASSES = tuple(c.lower() for c in CLASSES)  # the keys of a logged `probabilities`
 PROBABILITY_SUM_TOLERANCE = 1e-3  # float32 softmax outputs sum to 1 within ~1e-6; more means a broken writer
 
