@@ -4,6 +4,8 @@ degradation test whose size is alpha, and both assets materialized on a real (ti
 
 import json
 import math
+import os
+import socket
 import tempfile
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -213,7 +215,9 @@ def test_the_service_files_a_prediction_under_its_ticks_day(tmp_path, monkeypatc
     log.write([line | {"epoch": day_start_epoch(DAY) + 86_399}, line | {"epoch": day_start_epoch(DAY) + 86_400}])
     log.write([line | {"epoch": None, "endpoint": "features"}])
     log.write([line | {"epoch": day_start_epoch(DAY) + 5}])
-    days = {p.name.split("-", 1)[1].rsplit("-", 1)[0]: len(p.read_text().splitlines()) for p in tmp_path.iterdir()}
+    # predictions-<day>-<host>-<pid>.jsonl: the ISO day is the ten characters after the prefix.
+    days = {p.name.removeprefix("predictions-")[:10]: len(p.read_text().splitlines()) for p in tmp_path.iterdir()}
+    assert all(p.name.endswith(f"-{socket.gethostname()}-{os.getpid()}.jsonl") for p in tmp_path.iterdir())
     assert days == {str(DAY): 2, str(DAY + timedelta(days=1)): 1, str(DAY + timedelta(days=5)): 1}
     assert len(log._files) <= 2, "files of days no longer written are closed"
     for day in (DAY, DAY + timedelta(days=1), DAY + timedelta(days=5)):
@@ -598,7 +602,8 @@ def test_live_performance_of_a_replayed_backtest_equals_the_backtest(monitored):
     assert f["accuracy_independent_n"] == pytest.approx(len(m.test) / 10, rel=0.01), "one label horizon apart"
     assert record.backtest_scope == SCOPE_SYMBOLS and record.compared_symbols == [SYMBOL]
     assert record.backtest["trades"] == f["trades"] and record.backtest["wins"] == f["wins"]
-    assert record.degradation_p_value == 1.0 and not record.degraded
+    # The same trades and wins; their P&L means agree to rounding (1e-9 above), so p is 1 to rounding.
+    assert record.degradation_p_value == pytest.approx(1.0, abs=1e-9) and not record.degraded
     assert record.execution == report.config.model_dump()
     assert 0.3 <= f["latency_p50_ms"] <= f["latency_p99_ms"] <= 1.2
     metadata = result.asset_materializations_for_node("live_performance")[0].metadata
